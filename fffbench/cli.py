@@ -1,0 +1,121 @@
+"""The ``fffbench`` command: a thin typer layer over the Python API.
+
+Exit codes: 0 all rows ok or skipped; 1 the run finished but some rows are wrong or errored;
+2 bad input (suite, paths, options); 130 interrupted (finished rows are kept: resume the run).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Honest benchmarks of fast feedforward (FFF) layers against dense FF baselines.")
+
+
+def _fail(msg: str, code: int = 2):
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command(epilog="Examples:\n\n  fffbench run suites/paper.yaml\n\n"
+                    "  fffbench run suites/quick.yaml --out /tmp/results\n\n"
+                    "  fffbench run --resume results/paper-20261128-101500-myhost")
+def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (optional with --resume)."),
+        out: Path = typer.Option(Path("results"), help="Folder that receives the run directory."),
+        resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run directory; done rows are kept."),
+        progress: bool = typer.Option(True, help="Show the progress bar."),
+        summary: bool = typer.Option(True, help="Print the tables at the end.")):
+    """Run a suite: check every backend against the float64 reference, time the correct ones, store rows."""
+    from fffbench.report import print_summary
+    from fffbench.runner import RunInterrupted, run_suite
+    from fffbench.store import SUITE_COPY, RunStore
+    from fffbench.suite import SuiteError, load_suite
+
+    if suite is None and resume is None:
+        _fail("give a SUITE file, or --resume RUN_DIR")
+    try:
+        if resume is not None:
+            RunStore.open(resume)
+        s = load_suite(suite if suite is not None else resume / SUITE_COPY)
+        store = run_suite(s, out_root=out, resume=resume, progress=progress)
+    except SuiteError as e:
+        _fail(str(e))
+    except FileNotFoundError as e:
+        _fail(str(e))
+    except RunInterrupted as e:
+        typer.echo(f"\n{e}; finish it with: fffbench run --resume {e.store.path}", err=True)
+        raise typer.Exit(130)
+    df = store.frame(samples=True)
+    if summary:
+        print_summary(df, s.comparisons, store.env().get("machine", "?"))
+    failed = df[df["status"].isin(["wrong", "error"])]
+    typer.echo(f"results: {store.path} ({len(df)} rows: " +
+               ", ".join(f"{n} {k}" for k, n in df["status"].value_counts().items()) + ")")
+    if len(failed):
+        for _, r in failed.iterrows():
+            typer.echo(f"  {r['status']}: {r['backend']} on {r['case_id']}: {r['reason']}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command(epilog="Example:\n\n  fffbench validate suites/*.yaml")
+def validate(suites: List[Path] = typer.Argument(..., help="Suite YAML files.")):
+    """Check suites without running them: keys, types, ranges, backend names, comparisons."""
+    from fffbench.runner import plan
+    from fffbench.suite import SuiteError, load_suite
+
+    bad = 0
+    for path in suites:
+        try:
+            s = load_suite(path)
+        except SuiteError as e:
+            typer.echo(f"error: {e}", err=True)
+            bad += 1
+            continue
+        typer.echo(f"{path}: ok ({len(s.cases)} cases, {len(plan(s))} measurements, {len(s.comparisons)} comparisons)")
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command(epilog="Examples:\n\n  fffbench backends\n\n  fffbench backends --json")
+def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List every registered backend, its family, paper level, devices, dtypes and availability."""
+    from fffbench.registry import list_backends
+
+    df = list_backends()
+    if as_json:
+        typer.echo(df.to_json(orient="records", indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="fffbench backends")
+    for col in ("backend", "family", "level", "device", "dtypes", "available", "reason"):
+        t.add_column(col)
+    for _, r in df.iterrows():
+        t.add_row(r["backend"], r["family"], r["level"], r["device"], r["dtypes"],
+                  "yes" if r["available"] else "no", r["reason"])
+    Console().print(t)
+
+
+@app.command(epilog="Example:\n\n  fffbench info > machine.json")
+def info():
+    """Print the environment record a run would store (CPU, BLAS, GPU, versions, git)."""
+    from fffbench.env import collect
+
+    typer.echo(json.dumps(collect(), indent=2, default=str))
+
+
+def main():  # console-script entry point
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The backend registry: one decorator per backend, discovered by importing ``fffbench.backends``.
+
+A backend module declares everything the runner needs (family, paper level, devices, dtypes and an
+availability check that returns a reason), so adding a backend is adding one file. Third-party
+packages can register through the ``fffbench.backends`` entry-point group.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+FAMILIES = ("ff", "fff")
+LEVELS = ("cpu-l1", "cpu-l2", "cpu-l3", "gpu-native", "pytorch-bmm", "naive-cuda", "optimized")
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("cpu", "cuda")
+
+_REGISTRY: dict[str, "Backend"] = {}
+_discovered = False
+
+
+class Kernel:
+    """A built backend. ``prepare`` puts an input in the backend's native form (not timed),
+    ``run`` is the call that is timed, ``to_numpy`` brings an output back (not timed).
+
+    Calling the kernel does all three, so ``fn(x)`` takes numpy (or torch) and returns numpy.
+    """
+
+    device = "cpu"
+
+    def prepare(self, x: Any) -> Any:
+        return x
+
+    def run(self, x: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_numpy(self, y: Any) -> np.ndarray:
+        return np.asarray(y)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; CPU kernels are synchronous."""
+
+    def __call__(self, x: Any) -> np.ndarray:
+        y = self.run(self.prepare(x))
+        self.synchronize()
+        return self.to_numpy(y)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    family: str
+    level: str | dict
+    devices: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    builder: Callable[..., Kernel]
+    check: Callable[[str], str | None] | None = None
+    description: str = ""
+    module: str = field(default="", compare=False)
+
+    def level_on(self, device: str) -> str:
+        """The paper level this backend implements on ``device`` (torch's dense layer is the CPU's
+        Level 3 and the GPU's native fused layer)."""
+        return self.level.get(device, "optimized") if isinstance(self.level, dict) else self.level
+
+    def unavailable_reason(self, device: str = "cpu", dtype: str = "float32") -> str | None:
+        """None when the backend can run on ``device`` with ``dtype``, else a one-line reason."""
+        if device not in self.devices:
+            return f"{self.name} runs on {', '.join(self.devices)}, not {device}"
+        if dtype not in self.dtypes:
+            return f"{self.name} supports {', '.join(self.dtypes)}, not {dtype}"
+        if self.check is not None:
+            try:
+                return self.check(device)
+            except Exception as e:  # an availability probe must never crash a run
+                return f"availability check failed: {type(e).__name__}: {e}"
+        return None
+
+    def build(self, layer, weights, device: str = "cpu", dtype: str = "float32") -> Kernel:
+        if layer.family != self.family:
+            raise ValueError(f"{self.name} implements {self.family.upper()} layers, got {layer.family.upper()}")
+        reason = self.unavailable_reason(device, dtype)
+        if reason:
+            raise RuntimeError(f"{self.name} is unavailable: {reason}")
+        return self.builder(layer, weights, device=device, dtype=dtype)
+
+
+def register_backend(name: str, *, family: str, level: str | dict, devices=("cpu",), dtypes=("float32",),
+                     available: Callable[[str], str | None] | None = None, description: str = ""):
+    """Decorator registering ``builder(layer, weights, *, device, dtype) -> Kernel`` as a backend."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    for lv in (level.values() if isinstance(level, dict) else [level]):
+        if lv not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {lv!r}")
+
+    def deco(builder):
+        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+            raise ValueError(f"backend {name!r} is registered twice")
+        _REGISTRY[name] = Backend(name, family, level, tuple(devices), tuple(dtypes), builder, available,
+                                  description or (builder.__doc__ or "").strip().split("\n")[0],
+                                  builder.__module__)
+        return builder
+
+    return deco
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import fffbench.backends as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="fffbench.backends"):
+        ep.load()
+
+
+def get_backend(name: str) -> Backend:
+    _discover()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown backend {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def backend_names() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def list_backends():
+    """Every backend with its declaration and, per device, whether it is available and why not."""
+    import pandas as pd
+
+    _discover()
+    rows = []
+    for b in sorted(_REGISTRY.values(), key=lambda b: (b.family, b.name)):
+        for dev in b.devices:
+            reason = b.unavailable_reason(dev, b.dtypes[0])
+            rows.append({"backend": b.name, "family": b.family, "level": b.level_on(dev), "device": dev,
+                         "dtypes": ",".join(b.dtypes), "available": reason is None, "reason": reason or "",
+                         "description": b.description})
+    return pd.DataFrame(rows)

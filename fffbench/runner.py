@@ -1,0 +1,219 @@
+"""The runner: suite -> cases -> (build, correctness gate, timing) -> one stored row per result.
+
+Order of work per case: inputs, weights and the float64 reference are made once and shared by all
+backends; each backend is built, its output checked, and only a correct backend is timed. Every
+finished row is appended to the store at once, so an exception, an OOM or Ctrl-C loses nothing
+already measured, and ``resume`` recomputes only the missing rows.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass
+
+from fffbench import env as envmod
+from fffbench.correctness import Reference, check_output
+from fffbench.layers import make_input
+from fffbench.registry import get_backend
+from fffbench.store import RunStore
+from fffbench.suite import Case, Suite, SuiteError
+from fffbench.timing import TimingConfig
+from fffbench.timing.stats import summarize
+
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C during a run; every finished row is already stored."""
+
+    def __init__(self, store: RunStore, done: int):
+        super().__init__(f"interrupted: {done} rows kept in {store.path}")
+        self.store, self.done = store, done
+
+
+@dataclass(frozen=True)
+class Task:
+    case: Case
+    backend: str
+    regime: str
+
+    @property
+    def row_id(self) -> str:
+        return f"{self.case.case_id}|{self.backend}|{self.regime}"
+
+
+def regimes(device: str, timing: TimingConfig) -> list[str]:
+    """The timing regimes a case is measured in: wall clock on CPU, CUDA events per L2 state on GPU."""
+    if device == "cuda":
+        return [f"cuda-events/{l2}-l2/eager" for l2 in timing.l2]
+    return ["wall/warm"]
+
+
+def plan(suite: Suite) -> list[Task]:
+    return [Task(c, b, r) for c in suite.cases for b in suite.backends_for(c.family)
+            for r in regimes(c.device, suite.timing)]
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int):
+    """Pin torch's intra-op pool and every BLAS/OpenMP pool (threadpoolctl) to ``n`` threads."""
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    prev = torch.get_num_threads() if torch else None
+    with threadpool_limits(limits=n):
+        if torch:
+            torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            if torch:
+                torch.set_num_threads(prev)
+
+
+def new_run_id(suite: Suite, host: str) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{suite.name}-{stamp}-{re.sub(r'[^A-Za-z0-9-]', '-', host)[:24]}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _base_row(task: Task, store: RunStore, suite: Suite, host: str) -> dict:
+    c, b = task.case, get_backend(task.backend)
+    layer = c.layer
+    row = asdict(c)
+    row.update(run_id=store.run_id, row_id=task.row_id, case_id=c.case_id, suite=suite.name,
+               neurons_total=layer.neurons_total, neurons_used=layer.neurons_used, backend=b.name,
+               backend_family=b.family, level=b.level_on(c.device), regime=task.regime, host=host,
+               flops=layer.flops(c.batch), bytes=layer.compulsory_bytes(c.batch, ITEMSIZE[c.dtype]),
+               started_at=_now())
+    return row
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+
+
+def _measure(task: Task, row: dict, data, suite: Suite):
+    """Build, gate and time one backend on one case; returns (row, samples or None)."""
+    c = task.case
+    backend = get_backend(task.backend)
+    reason = backend.unavailable_reason(c.device, c.dtype)
+    if reason:
+        return row | {"status": "skipped", "reason": reason}, None
+    x, weights, ref = data()
+    try:
+        with pinned_threads(c.threads):
+            kernel = backend.build(c.layer, weights, device=c.device, dtype=c.dtype)
+            xn = kernel.prepare(x)
+            y = kernel.run(xn)
+            kernel.synchronize()
+            chk = check_output(kernel.to_numpy(y), ref, c.dtype, c.family)
+            del y
+            row |= {"rel_err": chk.rel_err, "max_row_err": chk.max_row_err,
+                    "path_agreement": chk.path_agreement, "decisive_frac": chk.decisive_frac}
+            if not chk.passed:
+                return row | {"status": "wrong", "reason": chk.reason}, None
+            if c.device == "cuda":
+                from fffbench.timing.cuda import time_cuda
+
+                t = time_cuda(kernel, xn, suite.timing, l2=task.regime.split("/")[1].removesuffix("-l2"))
+            else:
+                from fffbench.timing.cpu import time_cpu
+
+                t = time_cpu(kernel, xn, suite.timing)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # a failing backend becomes a row, never a crashed run
+        kind = "out of memory" if _is_oom(e) else type(e).__name__
+        _free_device_memory()
+        return row | {"status": "error", "reason": f"{kind}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}, None
+    stats = summarize(t.samples)
+    med = stats["median_s"]
+    row |= stats | {"status": "ok", "reason": "", "regime": t.regime, "timer": t.timer, "number": t.number,
+                    "gflops": row["flops"] / med / 1e9, "gbps": row["bytes"] / med / 1e9}
+    return row, t.samples
+
+
+def _free_device_memory():
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def _case_data(case: Case):
+    """Lazily made (x, weights, reference) for one case, shared by its backends."""
+    cache = {}
+
+    def get():
+        if not cache:
+            layer = case.layer
+            weights = layer.init_weights(case.seed)
+            x = make_input(case.input, case.batch, case.width, case.seed)
+            cache["v"] = (x, weights, Reference.compute(layer, weights, x))
+        return cache["v"]
+
+    return get
+
+
+def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = True, on_row=None) -> RunStore:
+    """Run every pending (case, backend, regime) of ``suite``; returns the run's store.
+
+    ``resume`` is an existing run directory of the same suite: its finished rows are kept and
+    skipped. Raises :class:`RunInterrupted` on Ctrl-C after the finished rows are stored.
+    """
+    environment = envmod.collect()
+    if resume:
+        store = RunStore.open(resume)
+        recorded = store.env().get("suite", {}).get("sha256")
+        if recorded and recorded != suite.sha256:
+            raise SuiteError(f"{suite.path}:0: differs from the suite of run {store.path} (hash mismatch); "
+                             "resume with the run's own suite.yaml")
+        store.add_resume({"at": _now(), "host": environment["host"], "argv": environment["argv"]})
+    else:
+        store = RunStore.create(out_root, new_run_id(suite, environment["host"]), environment, suite)
+    done = store.done_ids()
+    tasks = [t for t in plan(suite) if t.row_id not in done]
+    finished = 0
+    data_by_case: dict[str, object] = {}
+    bar = _progress(progress, len(tasks))
+    try:
+        with bar:
+            job = bar.add_task("starting", total=len(tasks))
+            for task in tasks:
+                bar.update(job, description=f"{task.case.case_id} [bold]{task.backend}[/]")
+                key = task.case.case_id
+                if key not in data_by_case:
+                    data_by_case.clear()  # keep one case's reference in memory at a time
+                    data_by_case[key] = _case_data(task.case)
+                row, samples = _measure(task, _base_row(task, store, suite, environment["host"]),
+                                        data_by_case[key], suite)
+                row["finished_at"] = _now()
+                store.append(row, samples)
+                finished += 1
+                if on_row:
+                    on_row(row)
+                bar.advance(job)
+    except KeyboardInterrupt:
+        raise RunInterrupted(store, len(done) + finished) from None
+    return store
+
+
+def _progress(enabled: bool, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+__all__ = ["run_suite", "plan", "regimes", "RunInterrupted", "Task", "pinned_threads"]

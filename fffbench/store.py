@@ -1,0 +1,141 @@
+"""The result store: ``results/<run-id>/`` with append-only JSON-lines files.
+
+- ``results.jsonl``: one row per (case, backend, regime), long format, every suite axis in columns;
+- ``samples.jsonl``: the raw per-call seconds of each timed row, keyed by ``row_id``;
+- ``run.json``: the environment record, the command line, the suite file's path and hash;
+- ``suite.yaml``: a copy of the suite, so ``--resume RUN_DIR`` needs nothing else.
+
+Each row is one ``write`` of a whole line on a file opened for appending, followed by ``fsync``:
+a crash can at worst leave a torn last line, which :func:`read_jsonl` drops, so every finished row
+survives and a resumed run recomputes only what is missing. Samples are written before their row,
+so a row never exists without its samples.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS, SAMPLES, RUN_JSON, SUITE_COPY = "results.jsonl", "samples.jsonl", "run.json", "suite.yaml"
+STATUSES = ("ok", "wrong", "skipped", "error")
+
+#: the columns every row carries, in order (schema version 1)
+COLUMNS = (
+    "run_id", "row_id", "case_id", "suite", "family", "width", "hidden", "depth", "trees", "out_width", "bias",
+    "neurons_total", "neurons_used", "batch", "dtype", "device", "input", "seed", "threads",
+    "backend", "backend_family", "level", "regime", "timer", "status", "reason",
+    "rel_err", "max_row_err", "path_agreement", "decisive_frac",
+    "n_samples", "number", "median_s", "iqr_s", "min_s", "mean_s", "std_s", "ci_low_s", "ci_high_s", "noisy",
+    "flops", "bytes", "gflops", "gbps", "host", "started_at", "finished_at",
+)
+SCHEMA_VERSION = 1
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _append_line(path: Path, obj: dict) -> None:
+    line = (json.dumps({k: _clean(v) for k, v in obj.items()}, separators=(",", ":")) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSON-lines file; a torn last line (a crash mid-write) is dropped."""
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class RunStore:
+    """One run directory. Create with :meth:`create`, reopen with :meth:`open` to resume."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, root, run_id: str, env: dict, suite) -> "RunStore":
+        path = Path(root) / run_id
+        path.mkdir(parents=True, exist_ok=False)
+        store = cls(path)
+        _write_atomic(path / SUITE_COPY, suite.text)
+        store.write_env(env | {"run_id": run_id, "schema_version": SCHEMA_VERSION,
+                               "suite": {"name": suite.name, "path": suite.path, "sha256": suite.sha256}})
+        return store
+
+    @classmethod
+    def open(cls, path) -> "RunStore":
+        path = Path(path)
+        if not (path / RUN_JSON).exists():
+            raise FileNotFoundError(f"{path} is not a run directory (no {RUN_JSON})")
+        return cls(path)
+
+    def env(self) -> dict:
+        return json.loads((self.path / RUN_JSON).read_text())
+
+    def write_env(self, env: dict) -> None:
+        _write_atomic(self.path / RUN_JSON, json.dumps(env, indent=2, default=str) + "\n")
+
+    def add_resume(self, info: dict) -> None:
+        """Record a resumption (its time and environment) in run.json without touching the rest."""
+        env = self.env()
+        env.setdefault("resumed", []).append(info)
+        self.write_env(env)
+
+    def append(self, row: dict, samples=None) -> None:
+        if samples is not None:
+            _append_line(self.path / SAMPLES, {"row_id": row["row_id"], "samples": list(samples)})
+        _append_line(self.path / RESULTS, {k: row.get(k) for k in COLUMNS})
+
+    def rows(self) -> list[dict]:
+        return read_jsonl(self.path / RESULTS)
+
+    def done_ids(self) -> set[str]:
+        return {r["row_id"] for r in self.rows()}
+
+    def samples(self) -> dict[str, list[float]]:
+        return {r["row_id"]: r["samples"] for r in read_jsonl(self.path / SAMPLES)}
+
+    def frame(self, samples: bool = False) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows(), columns=list(COLUMNS))
+        # a resumed row replaces an earlier one with the same id (e.g. after a crash mid-case)
+        df = df.drop_duplicates("row_id", keep="last").reset_index(drop=True)
+        df["machine"] = self.env().get("machine")
+        if samples:
+            s = self.samples()
+            df["samples"] = [s.get(r) for r in df["row_id"]]
+        return df
+
+
+def load_runs(paths, samples: bool = False) -> pd.DataFrame:
+    """One DataFrame from one or several run directories (rows keep their ``run_id``)."""
+    frames = [RunStore.open(p).frame(samples=samples) for p in paths]
+    if not frames:
+        raise ValueError("no run directory given")
+    return pd.concat(frames, ignore_index=True)
