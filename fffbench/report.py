@@ -55,6 +55,8 @@ def comparison_table(df: pd.DataFrame, comparisons: list[Comparison], samples: d
     for key, grp in df.groupby(MATCH + ["run_id"], dropna=False):
         ff_rows, fff_rows = grp[grp["family"] == "ff"], grp[grp["family"] == "fff"]
         for comp in comparisons:
+            if comp.device and comp.device != key[0]:
+                continue
             hiddens = [comp.hidden] if comp.hidden else sorted(ff_rows["hidden"].dropna().unique())
             for h in hiddens:
                 ffh = ff_rows[ff_rows["hidden"] == h]
@@ -85,6 +87,10 @@ def _compare(comp, key, hidden, depth, trees, num, den, samples) -> dict:
     return out
 
 
+def _name(backend, requested) -> str:
+    return backend if isinstance(backend, str) else requested
+
+
 def fmt_speedup(r) -> str:
     if not math.isfinite(r["speedup"]):
         return "n/a"
@@ -101,35 +107,43 @@ def fmt_paper(r) -> str:
 
 
 def print_summary(df: pd.DataFrame, comparisons, machine: str, console=None) -> None:
-    """The end-of-run tables: median times, then the comparisons with the paper's figures."""
+    """The end-of-run tables: median times per (device, dtype, batch, threads), then the comparisons."""
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
-    t = Table(title=f"Median time per call, measured on {machine}")
-    for col in ("device", "dtype", "batch", "layer", "backend", "level", "status", "median ms", "IQR ms",
-                "GB/s", "GFLOP/s", "rel err", "path agree"):
-        t.add_column(col, justify="right" if col in ("batch", "median ms", "IQR ms", "GB/s", "GFLOP/s") else "left")
-    for _, r in times_table(df).iterrows():
-        if r["status"] == "ok":
-            vals = [f"{r['median_ms']:.4g}" + ("*" if r["noisy"] else ""), f"{r['iqr_ms']:.2g}",
-                    f"{r['GB/s']:.3g}", f"{r['GFLOP/s']:.3g}", f"{r['rel_err']:.1e}",
-                    "" if pd.isna(r["path_agree"]) else f"{r['path_agree']:.4f}"]
-        else:
-            vals = [r["reason"][:60], "", "", "", "", ""]
-        t.add_row(r["device"], r["dtype"], str(r["batch"]), r["layer"], r["backend"], str(r["level"]), r["status"],
-                  *vals)
-    console.print(t)
+    console = console or (Console() if sys.stdout.isatty() else Console(width=150))
+    times = times_table(df)
+    for (device, dtype, batch, threads), grp in times.groupby(["device", "dtype", "batch", "threads"], sort=False):
+        t = Table(title=f"{device}, {dtype}, batch {batch}, {threads} threads: median time per call on {machine}",
+                  title_justify="left")
+        for col in ("layer", "backend", "level", "status", "median ms", "IQR ms", "GB/s", "GFLOP/s", "rel err",
+                    "path agree"):
+            t.add_column(col, justify="right" if col not in ("layer", "backend", "level", "status") else "left")
+        for _, r in grp.iterrows():
+            if r["status"] == "ok":
+                vals = [f"{r['median_ms']:.4g}" + ("*" if r["noisy"] else ""), f"{r['iqr_ms']:.2g}",
+                        f"{r['GB/s']:.3g}", f"{r['GFLOP/s']:.3g}", f"{r['rel_err']:.1e}",
+                        "" if pd.isna(r["path_agree"]) else f"{r['path_agree']:.4f}"]
+            else:
+                vals = [r["reason"][:70], "", "", "", "", ""]
+            t.add_row(r["layer"], r["backend"], str(r["level"]), r["status"], *vals)
+        console.print(t)
     console.print("* noisy: the 95% interval of the median is wider than 10% of it")
     comp = comparison_table(df, comparisons)
+    measured = set(df.loc[df["status"] == "ok", "device"])
+    for device in sorted(set(comp.get("device", [])) - measured):
+        console.print(f"no comparison on {device}: nothing was measured there")
+    comp = comp[comp["device"].isin(measured)] if len(comp) else comp
     if len(comp):
-        c = Table(title=f"Speedups (FF time / FFF time), measured on {machine}")
-        for col in ("comparison", "device", "dtype", "batch", "FF", "FFF", "FF ms", "FFF ms", "speedup [95% CI]",
-                    "paper", "neuron limit"):
+        c = Table(title=f"Speedups (FF time / FFF time) on {machine}", title_justify="left")
+        for col in ("comparison", "device", "dtype", "batch", "FF", "FFF", "speedup [95% CI]", "paper",
+                    "neuron limit"):
             c.add_column(col)
         for _, r in comp.iterrows():
             c.add_row(r["label"], r["device"], r["dtype"], str(r["batch"]),
-                      f"{r['ff_backend'] or r['numerator']} H={r['ff_hidden']}", f"{r['fff_backend'] or r['denominator']} {r['fff']}",
-                      f"{r['ff_ms']:.4g}", f"{r['fff_ms']:.4g}", fmt_speedup(r) if not r["note"] else r["note"],
-                      fmt_paper(r), f"{r['neuron_limit']:.0f}x")
+                      f"{_name(r['ff_backend'], r['numerator'])} H={r['ff_hidden']}",
+                      f"{_name(r['fff_backend'], r['denominator'])} {r['fff']}",
+                      fmt_speedup(r) if not r["note"] else r["note"], fmt_paper(r), f"{r['neuron_limit']:.0f}x")
         console.print(c)

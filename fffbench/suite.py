@@ -37,6 +37,9 @@ class _Doc:
             mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
             line = mark.line + 1 if mark else 1
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            ctx, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+            if ctx and cmark and cmark.line + 1 != line:
+                problem += f" ({ctx} started on line {cmark.line + 1})"
             raise SuiteError(f"{path}:{line}: invalid YAML: {problem}") from None
         self.lines: dict[tuple, int] = {}
         self._ctor = yaml.constructor.SafeConstructor()
@@ -78,7 +81,7 @@ _SWEEP = {"batch", "width", "dtype", "device", "input", "seed", "threads"}
 _FF = {"hidden", "out_width", "bias"}
 _FFF = {"depth", "trees", "out_width", "bias"}
 _TIMING = {"budget_s", "warmup_s", "min_reps", "max_reps", "repetitions", "min_sample_s", "l2"}
-_COMPARISON = {"label", "numerator", "denominator", "hidden", "paper"}
+_COMPARISON = {"label", "numerator", "denominator", "hidden", "device", "paper"}
 _PAPER = {"value", "source", "secondary"}
 BEST = {"best-ff": "ff", "best-fff": "fff"}
 
@@ -147,6 +150,7 @@ class Comparison:
     numerator: str      # FF-side backend name or "best-ff"; speedup = time(numerator) / time(denominator)
     denominator: str    # FFF-side backend name or "best-fff"
     hidden: int | None = None
+    device: str | None = None  # restrict to one device (the paper's figures are per device)
     paper_value: float | None = None
     paper_source: str = ""
     paper_secondary: bool = False
@@ -318,9 +322,10 @@ def _comparisons(doc, top, backends) -> tuple[Comparison, ...]:
                 doc.fail(q + (k,), f"'{k}' must be an {fam.upper()} backend (speedup = FF time / FFF time), "
                                    f"{b!r} is {get_backend(b).family.upper()}")
         hidden = _int(doc, c["hidden"], q + ("hidden",), 1) if c.get("hidden") is not None else None
+        device = _choice(doc, c["device"], q + ("device",), DEVICES) if c.get("device") is not None else None
         paper = _keys(doc, c.get("paper"), _PAPER, q + ("paper",), "paper")
         value_ = _num(doc, paper["value"], q + ("paper", "value"), 0.0, strict=True) if "value" in paper else None
         secondary = _bool(doc, paper.get("secondary", False), q + ("paper", "secondary"))
-        out.append(Comparison(str(c["label"]), c["numerator"], c["denominator"], hidden, value_,
+        out.append(Comparison(str(c["label"]), c["numerator"], c["denominator"], hidden, device, value_,
                               str(paper.get("source", "")), secondary))
     return tuple(out)
