@@ -31,7 +31,7 @@ def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (opti
         summary: bool = typer.Option(True, help="Print the tables at the end.")):
     """Run a suite: check every backend against the float64 reference, time the correct ones, store rows."""
     from fffbench.report import print_summary
-    from fffbench.runner import RunInterrupted, run_suite
+    from fffbench.runner import RunAborted, RunInterrupted, run_suite
     from fffbench.store import SUITE_COPY, RunStore
     from fffbench.suite import SuiteError, load_suite
 
@@ -49,6 +49,9 @@ def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (opti
     except RunInterrupted as e:
         typer.echo(f"\n{e}; finish it with: fffbench run --resume {e.store.path}", err=True)
         raise typer.Exit(130)
+    except RunAborted as e:
+        typer.echo(f"\nerror: {e}; finish it with: fffbench run --resume {e.store.path}", err=True)
+        raise typer.Exit(1)
     df = store.frame(samples=True)
     if summary:
         print_summary(df, s.comparisons, store.env().get("machine", "?"))

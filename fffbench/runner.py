@@ -32,6 +32,16 @@ class RunInterrupted(Exception):
         self.store, self.done = store, done
 
 
+class RunAborted(Exception):
+    """The harness failed outside any backend (e.g. out of memory making a reference)."""
+
+    def __init__(self, store: RunStore, done: int, cause: BaseException):
+        kind = "out of memory" if _is_oom(cause) else type(cause).__name__
+        super().__init__(f"run stopped by {kind}: {str(cause).splitlines()[0] if str(cause) else ''}; "
+                         f"{done} rows kept in {store.path}")
+        self.store, self.done = store, done
+
+
 @dataclass(frozen=True)
 class Task:
     case: Case
@@ -166,13 +176,21 @@ def _case_data(case: Case):
     return get
 
 
-def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = True, on_row=None) -> RunStore:
+def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = True, on_row=None,
+              ceilings: bool = True) -> RunStore:
     """Run every pending (case, backend, regime) of ``suite``; returns the run's store.
 
     ``resume`` is an existing run directory of the same suite: its finished rows are kept and
-    skipped. Raises :class:`RunInterrupted` on Ctrl-C after the finished rows are stored.
+    skipped. Raises :class:`RunInterrupted` on Ctrl-C after the finished rows are stored, and
+    :class:`RunAborted` when the harness itself fails (a backend's failure is only a row).
+    With ``ceilings`` the devices' bandwidth and GEMM rate are measured first (run.json).
     """
     environment = envmod.collect()
+    if ceilings and not resume:
+        from fffbench.roofline import measure
+
+        environment["ceilings"] = measure([c.device for c in suite.cases], [c.dtype for c in suite.cases],
+                                          max(c.threads for c in suite.cases))
     if resume:
         store = RunStore.open(resume)
         recorded = store.env().get("suite", {}).get("sha256")
@@ -206,6 +224,8 @@ def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = Tr
                 bar.advance(job)
     except KeyboardInterrupt:
         raise RunInterrupted(store, len(done) + finished) from None
+    except Exception as e:
+        raise RunAborted(store, len(done) + finished, e) from e
     return store
 
 
@@ -216,4 +236,4 @@ def _progress(enabled: bool, total: int):
                     TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
-__all__ = ["run_suite", "plan", "regimes", "RunInterrupted", "Task", "pinned_threads"]
+__all__ = ["run_suite", "plan", "regimes", "RunInterrupted", "RunAborted", "Task", "pinned_threads"]

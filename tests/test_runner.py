@@ -171,3 +171,30 @@ def test_resume_refuses_a_different_suite(tmp_path, tiny_run):
     other.write_text(TINY.replace("budget_s: 0.01", "budget_s: 0.02"))
     r = CliRunner().invoke(app, ["run", str(other), "--resume", str(store.path)])
     assert r.exit_code == 2 and "hash mismatch" in r.output
+
+
+def test_harness_failure_keeps_rows_and_says_how_to_resume(tmp_path, monkeypatch):
+    import fffbench.runner as runner
+    from fffbench.correctness import Reference
+
+    real = Reference.compute
+    calls = {"n": 0}
+
+    def flaky(layer, weights, x):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("cannot allocate the reference")
+        return real(layer, weights, x)
+
+    monkeypatch.setattr(runner.Reference, "compute", staticmethod(flaky))
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nsweep: {batch: [4, 8], width: 8, threads: 1}\nfff: {depth: 1}\nbackends: [fff-bmm]\n"
+                     "timing: {budget_s: 0.01, warmup_s: 0}\n")
+    r = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "r"), "--no-progress"])
+    assert r.exit_code == 1 and "out of memory" in r.output and "--resume" in r.output
+    run_dir = next((tmp_path / "r").iterdir())
+    assert len(RunStore.open(run_dir).frame()) == 1
+    monkeypatch.setattr(runner.Reference, "compute", staticmethod(real))
+    r = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--no-progress"])
+    assert r.exit_code == 0 and len(RunStore.open(run_dir).frame()) == 2
+    assert "ceilings" in RunStore.open(run_dir).env()
