@@ -112,6 +112,9 @@ def info():
     typer.echo(json.dumps(collect(), indent=2, default=str))
 
 
+from fffbench import cli_reports  # noqa: E402,F401  (registers report, plot, compare)
+
+
 def main():  # console-script entry point
     try:
         app()
