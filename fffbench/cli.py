@@ -27,6 +27,7 @@ def _fail(msg: str, code: int = 2):
 def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (optional with --resume)."),
         out: Path = typer.Option(Path("results"), help="Folder that receives the run directory."),
         resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run directory; done rows are kept."),
+        device: Optional[List[str]] = typer.Option(None, help="Run only the cases on this device (repeatable)."),
         progress: bool = typer.Option(True, help="Show the progress bar."),
         summary: bool = typer.Option(True, help="Print the tables at the end.")):
     """Run a suite: check every backend against the float64 reference, time the correct ones, store rows."""
@@ -41,7 +42,9 @@ def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (opti
         if resume is not None:
             RunStore.open(resume)
         s = load_suite(suite if suite is not None else resume / SUITE_COPY)
-        store = run_suite(s, out_root=out, resume=resume, progress=progress)
+        if device and set(device) - {"cpu", "cuda"}:
+            _fail(f"--device must be cpu or cuda, got {', '.join(sorted(set(device) - {'cpu', 'cuda'}))}")
+        store = run_suite(s, out_root=out, resume=resume, progress=progress, devices=device or None)
     except SuiteError as e:
         _fail(str(e))
     except FileNotFoundError as e:

@@ -8,6 +8,7 @@ already measured, and ``resume`` recomputes only the missing rows.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import asdict, dataclass
@@ -56,7 +57,7 @@ class Task:
 def regimes(device: str, timing: TimingConfig) -> list[str]:
     """The timing regimes a case is measured in: wall clock on CPU, CUDA events per L2 state on GPU."""
     if device == "cuda":
-        return [f"cuda-events/{l2}-l2/eager" for l2 in timing.l2]
+        return [f"cuda-events/{l2}-l2/{launch}" for l2 in timing.l2 for launch in timing.launch]
     return ["wall/warm"]
 
 
@@ -131,9 +132,13 @@ def _measure(task: Task, row: dict, data, suite: Suite):
             if not chk.passed:
                 return row | {"status": "wrong", "reason": chk.reason}, None
             if c.device == "cuda":
-                from fffbench.timing.cuda import time_cuda
+                from fffbench.timing.cuda import RegimeNotApplicable, time_cuda
 
-                t = time_cuda(kernel, xn, suite.timing, l2=task.regime.split("/")[1].removesuffix("-l2"))
+                _, l2, launch = task.regime.split("/")
+                try:
+                    t = time_cuda(kernel, xn, suite.timing, l2=l2.removesuffix("-l2"), launch=launch)
+                except RegimeNotApplicable as e:
+                    return row | {"status": "skipped", "reason": str(e)}, None
             else:
                 from fffbench.timing.cpu import time_cpu
 
@@ -177,15 +182,21 @@ def _case_data(case: Case):
 
 
 def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = True, on_row=None,
-              ceilings: bool = True) -> RunStore:
+              ceilings: bool = True, devices: list[str] | None = None) -> RunStore:
     """Run every pending (case, backend, regime) of ``suite``; returns the run's store.
 
     ``resume`` is an existing run directory of the same suite: its finished rows are kept and
     skipped. Raises :class:`RunInterrupted` on Ctrl-C after the finished rows are stored, and
     :class:`RunAborted` when the harness itself fails (a backend's failure is only a row).
     With ``ceilings`` the devices' bandwidth and GEMM rate are measured first (run.json).
+    ``devices`` keeps only the cases on those devices (recorded, and reapplied on resume).
     """
     environment = envmod.collect()
+    if resume and devices is None:
+        devices = RunStore.open(resume).env().get("device_filter")
+    if devices:
+        suite = dataclasses.replace(suite, cases=tuple(c for c in suite.cases if c.device in devices))
+        environment["device_filter"] = sorted(devices)
     if ceilings and not resume:
         from fffbench.roofline import measure
 

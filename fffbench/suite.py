@@ -80,7 +80,7 @@ _TOP = {"name", "description", "sweep", "ff", "fff", "backends", "timing", "comp
 _SWEEP = {"batch", "width", "dtype", "device", "input", "seed", "threads"}
 _FF = {"hidden", "out_width", "bias"}
 _FFF = {"depth", "trees", "out_width", "bias"}
-_TIMING = {"budget_s", "warmup_s", "min_reps", "max_reps", "repetitions", "min_sample_s", "l2"}
+_TIMING = {"budget_s", "warmup_s", "min_reps", "max_reps", "repetitions", "min_sample_s", "l2", "launch"}
 _COMPARISON = {"label", "numerator", "denominator", "hidden", "device", "paper"}
 _PAPER = {"value", "source", "secondary"}
 BEST = {"best-ff": "ff", "best-fff": "fff"}
@@ -295,6 +295,8 @@ def _timing(doc, value) -> TimingConfig:
             kw[k] = _int(doc, t[k], q + (k,), 1)
     if "l2" in t:
         kw["l2"] = _axis(doc, t, "l2", q, "warm", lambda d, v, r: _choice(d, v, r, ("warm", "flush")))
+    if "launch" in t:
+        kw["launch"] = _axis(doc, t, "launch", q, "eager", lambda d, v, r: _choice(d, v, r, ("eager", "graph")))
     if kw.get("min_reps", 1) > kw.get("max_reps", 10 ** 9):
         doc.fail(q + ("min_reps",), "'timing.min_reps' must not exceed 'timing.max_reps'")
     return TimingConfig(**kw)

@@ -20,6 +20,7 @@ class TimingConfig:
     repetitions: int | None = None
     min_sample_s: float = 1e-3
     l2: tuple[str, ...] = field(default=("warm",))
+    launch: tuple[str, ...] = field(default=("eager",))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,360 @@
+// fffbench CUDA kernels: the paper's naive level (one thread per row) and an optimized FFF.
+//
+// Semantics (every kernel): heap-ordered trees, node n has children 2n+1 (left) and 2n+2 (right),
+// z = x . W1[n] + b1[n], y += GELU(z) W2[n], go right iff z > 0, exact erf GELU, sum over trees.
+//
+// Optimized FFF, in three launches (all graph-capturable, no host sync, no allocation):
+//   1. route:   one warp per row walks the top `split` levels (x row held in registers, 16-byte
+//               loads), stores each visited (node, activation) and counts rows per subtree;
+//   2. scatter: counting sort of rows by their subtree at level `split` (MoE-style token sort);
+//   3. deep:    rows in sorted order, so a block's rows share a subtree and its weights stay in
+//               L1/L2; one warp per row walks the remaining levels, then accumulates the output
+//               as an embedding bag y = sum_i a_i W2[n_i] and writes it with streaming stores.
+// Storage dtype T is float or bf16; every dot and sum accumulates in fp32.
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#define FULL 0xffffffffu
+
+__device__ __forceinline__ float gelu(float z) { return 0.5f * z * (1.0f + erff(z * 0.70710678118654752440f)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+    return v;
+}
+
+template <typename T> __device__ __forceinline__ float tof(T v);
+template <> __device__ __forceinline__ float tof<float>(float v) { return v; }
+template <> __device__ __forceinline__ float tof<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T fromf(float v);
+template <> __device__ __forceinline__ float fromf<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 fromf<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+
+// 16-byte vectors: 4 floats or 8 bf16
+template <typename T> struct Vec;
+template <> struct Vec<float> {
+    static constexpr int N = 4;
+    __device__ __forceinline__ static void load(const float* p, float* o) {
+        float4 v = __ldg(reinterpret_cast<const float4*>(p));
+        o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+    }
+    __device__ __forceinline__ static void load_stream(const float* p, float* o) {
+        float4 v = __ldcs(reinterpret_cast<const float4*>(p));
+        o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+    }
+    __device__ __forceinline__ static void store(float* p, const float* i) {
+        __stcs(reinterpret_cast<float4*>(p), make_float4(i[0], i[1], i[2], i[3]));
+    }
+};
+template <> struct Vec<__nv_bfloat16> {
+    static constexpr int N = 8;
+    __device__ __forceinline__ static void unpack(uint4 u, float* o) {
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+        for (int i = 0; i < 4; i++) { float2 f = __bfloat1622float2(h[i]); o[2 * i] = f.x; o[2 * i + 1] = f.y; }
+    }
+    __device__ __forceinline__ static void load(const __nv_bfloat16* p, float* o) {
+        unpack(__ldg(reinterpret_cast<const uint4*>(p)), o);
+    }
+    __device__ __forceinline__ static void load_stream(const __nv_bfloat16* p, float* o) {
+        unpack(__ldcs(reinterpret_cast<const uint4*>(p)), o);
+    }
+    __device__ __forceinline__ static void store(__nv_bfloat16* p, const float* i) {
+        uint4 u;
+        __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+        for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(i[2 * k], i[2 * k + 1]);
+        __stcs(reinterpret_cast<uint4*>(p), u);
+    }
+};
+
+// ------------------------------------------------------------------------------------------
+// Naive level: one thread per row (the paper's CUDA level), fp32, with bounds checks.
+// ------------------------------------------------------------------------------------------
+__global__ void ff_naive_kernel(const float* __restrict__ x, const float* __restrict__ w1,
+                                const float* __restrict__ b1, const float* __restrict__ w2,
+                                float* __restrict__ y, int B, int d, int H, int dout) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= B) return;
+    const float* xr = x + (size_t)r * d;
+    float* yr = y + (size_t)r * dout;
+    for (int j = 0; j < dout; j++) yr[j] = 0.f;
+    for (int h = 0; h < H; h++) {
+        float z = b1[h];
+        const float* w = w1 + (size_t)h * d;
+        for (int i = 0; i < d; i++) z += xr[i] * w[i];
+        float a = gelu(z);
+        const float* v = w2 + (size_t)h * dout;
+        for (int j = 0; j < dout; j++) yr[j] += a * v[j];
+    }
+}
+
+__global__ void fff_naive_kernel(const float* __restrict__ x, const float* __restrict__ w1,
+                                 const float* __restrict__ b1, const float* __restrict__ w2,
+                                 float* __restrict__ y, int B, int d, int dout, int K, int depth) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= B) return;
+    const long long N = (2LL << depth) - 1;
+    const float* xr = x + (size_t)r * d;
+    float* yr = y + (size_t)r * dout;
+    for (int j = 0; j < dout; j++) yr[j] = 0.f;
+    for (int k = 0; k < K; k++) {
+        long long n = 0;
+        for (int l = 0; l <= depth; l++) {
+            long long g = k * N + n;
+            float z = b1[g];
+            const float* w = w1 + (size_t)g * d;
+            for (int i = 0; i < d; i++) z += xr[i] * w[i];
+            float a = gelu(z);
+            const float* v = w2 + (size_t)g * dout;
+            for (int j = 0; j < dout; j++) yr[j] += a * v[j];
+            n = 2 * n + 1 + (z > 0.f);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Optimized FFF
+// ------------------------------------------------------------------------------------------
+struct Fff {
+    const void* x; const void* w1; const void* b1; const void* w2; void* y;
+    int B, d, dout, K, L, split;       // L = depth + 1 levels; route does levels [0, split)
+    long long N;                      // nodes per tree
+    float* acts; int* nodes;          // (B, K, L) visited activations and nodes
+    int* next;                        // (B, K) node at level `split`
+    int* counts; int* cursor; int* perm;
+    int nbuckets, rows_per_block;
+};
+
+// x row in registers: VPL vectors of Vec<T>::N elements per lane (lane-interleaved, coalesced)
+// `last_use`: evict-first loads (the deep kernel's read is x's last); the route kernel's read keeps
+// x in L2 for the deep kernel.
+template <typename T, int VPL, bool last_use>
+__device__ __forceinline__ void load_row(const T* row, float* xr, int lane) {
+#pragma unroll
+    for (int v = 0; v < VPL; v++) {
+        if (last_use) Vec<T>::load_stream(row + (v * 32 + lane) * Vec<T>::N, xr + v * Vec<T>::N);
+        else Vec<T>::load(row + (v * 32 + lane) * Vec<T>::N, xr + v * Vec<T>::N);
+    }
+}
+
+template <typename T, int VPL>
+__device__ __forceinline__ float row_dot(const T* w, const float* xr, int lane) {
+    float acc = 0.f;
+#pragma unroll
+    for (int v = 0; v < VPL; v++) {
+        float wv[Vec<T>::N];
+        Vec<T>::load(w + (v * 32 + lane) * Vec<T>::N, wv);
+#pragma unroll
+        for (int e = 0; e < Vec<T>::N; e++) acc = fmaf(xr[v * Vec<T>::N + e], wv[e], acc);
+    }
+    return warp_sum(acc);
+}
+
+template <typename T, int VPL>
+__device__ __forceinline__ void row_axpy(const T* w, float a, float* acc, int lane) {
+#pragma unroll
+    for (int v = 0; v < VPL; v++) {
+        float wv[Vec<T>::N];
+        Vec<T>::load(w + (v * 32 + lane) * Vec<T>::N, wv);
+#pragma unroll
+        for (int e = 0; e < Vec<T>::N; e++) acc[v * Vec<T>::N + e] = fmaf(a, wv[e], acc[v * Vec<T>::N + e]);
+    }
+}
+
+template <typename T, int VPL>
+__global__ void __launch_bounds__(256) fff_route_kernel(Fff p) {
+    const int lane = threadIdx.x & 31;
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int nwarps = (gridDim.x * blockDim.x) >> 5;
+    const T* x = static_cast<const T*>(p.x);
+    const T* w1 = static_cast<const T*>(p.w1);
+    const T* b1 = static_cast<const T*>(p.b1);
+    const int first = (1 << p.split) - 1;
+    float xr[VPL * Vec<T>::N];
+    for (int r = warp; r < p.B; r += nwarps) {
+        load_row<T, VPL, false>(x + (size_t)r * p.d, xr, lane);
+        for (int k = 0; k < p.K; k++) {
+            long long n = 0;
+            for (int l = 0; l < p.split; l++) {
+                long long g = k * p.N + n;
+                float z = row_dot<T, VPL>(w1 + (size_t)g * p.d, xr, lane) + tof(b1[g]);
+                if (lane == 0) {
+                    size_t o = ((size_t)r * p.K + k) * p.L + l;
+                    p.acts[o] = gelu(z);
+                    p.nodes[o] = (int)n;
+                }
+                n = 2 * n + 1 + (z > 0.f);
+            }
+            if (lane == 0) {
+                p.next[(size_t)r * p.K + k] = (int)n;
+                if (k == 0 && p.perm) atomicAdd(&p.counts[n - first], 1);
+            }
+        }
+    }
+}
+
+// counting sort of rows by subtree: each block scans the (few) bucket counts itself
+__global__ void fff_scatter_kernel(Fff p) {
+    extern __shared__ int offs[];
+    if (threadIdx.x == 0) {
+        int s = 0;
+        for (int b = 0; b < p.nbuckets; b++) { offs[b] = s; s += p.counts[b]; }
+    }
+    __syncthreads();
+    const int first = (1 << p.split) - 1;
+    for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < p.B; r += gridDim.x * blockDim.x) {
+        int b = p.next[(size_t)r * p.K] - first;
+        p.perm[offs[b] + atomicAdd(&p.cursor[b], 1)] = r;
+    }
+}
+
+template <typename T, int VPL>
+__global__ void __launch_bounds__(256) fff_deep_kernel(Fff p) {
+    const int lane = threadIdx.x & 31;
+    const int wib = threadIdx.x >> 5, wpb = blockDim.x >> 5;
+    const T* x = static_cast<const T*>(p.x);
+    const T* w1 = static_cast<const T*>(p.w1);
+    const T* b1 = static_cast<const T*>(p.b1);
+    const T* w2 = static_cast<const T*>(p.w2);
+    T* y = static_cast<T*>(p.y);
+    if (p.perm && blockIdx.x == 0)  // the sort is finished (stream order): reset it for the next call
+        for (int t = threadIdx.x; t < p.nbuckets; t += blockDim.x) { p.counts[t] = 0; p.cursor[t] = 0; }
+    const int begin = blockIdx.x * p.rows_per_block;
+    const int end = min(p.B, begin + p.rows_per_block);
+    float xr[VPL * Vec<T>::N];
+    float acc[VPL * Vec<T>::N];
+    for (int i = begin + wib; i < end; i += wpb) {
+        const int r = p.perm ? p.perm[i] : i;
+        const bool deep = p.split < p.L;
+        if (deep) load_row<T, VPL, true>(x + (size_t)r * p.d, xr, lane);
+#pragma unroll
+        for (int e = 0; e < VPL * Vec<T>::N; e++) acc[e] = 0.f;
+        for (int k = 0; k < p.K; k++) {
+            for (int l = 0; l < p.split; l++) {
+                size_t o = ((size_t)r * p.K + k) * p.L + l;
+                row_axpy<T, VPL>(w2 + ((size_t)(k * p.N + p.nodes[o])) * p.dout, p.acts[o], acc, lane);
+            }
+            long long n = p.split ? p.next[(size_t)r * p.K + k] : 0;
+            for (int l = p.split; l < p.L; l++) {
+                long long g = k * p.N + n;
+                float z = row_dot<T, VPL>(w1 + (size_t)g * p.d, xr, lane) + tof(b1[g]);
+                row_axpy<T, VPL>(w2 + (size_t)g * p.dout, gelu(z), acc, lane);
+                n = 2 * n + 1 + (z > 0.f);
+            }
+        }
+        T* yr = y + (size_t)r * p.dout;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) Vec<T>::store(yr + (v * 32 + lane) * Vec<T>::N, acc + v * Vec<T>::N);
+    }
+}
+
+// generic shapes (any width, any output width): warp per row, columns strided over lanes
+template <typename T>
+__global__ void fff_generic_kernel(Fff p) {
+    const int lane = threadIdx.x & 31;
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int nwarps = (gridDim.x * blockDim.x) >> 5;
+    const T* x = static_cast<const T*>(p.x);
+    const T* w1 = static_cast<const T*>(p.w1);
+    const T* b1 = static_cast<const T*>(p.b1);
+    const T* w2 = static_cast<const T*>(p.w2);
+    T* y = static_cast<T*>(p.y);
+    for (int r = warp; r < p.B; r += nwarps) {
+        const T* xr = x + (size_t)r * p.d;
+        for (int k = 0; k < p.K; k++) {
+            long long n = 0;
+            for (int l = 0; l < p.L; l++) {
+                long long g = k * p.N + n;
+                float acc = 0.f;
+                for (int c = lane; c < p.d; c += 32) acc = fmaf(tof(xr[c]), tof(w1[(size_t)g * p.d + c]), acc);
+                float z = warp_sum(acc) + tof(b1[g]);
+                if (lane == 0) {
+                    size_t o = ((size_t)r * p.K + k) * p.L + l;
+                    p.acts[o] = gelu(z);
+                    p.nodes[o] = (int)g;
+                }
+                n = 2 * n + 1 + (z > 0.f);
+            }
+        }
+        __syncwarp();
+        const size_t base = (size_t)r * p.K * p.L;
+        for (int c = lane; c < p.dout; c += 32) {
+            float acc = 0.f;
+            for (int i = 0; i < p.K * p.L; i++) acc = fmaf(p.acts[base + i], tof(w2[(size_t)p.nodes[base + i] * p.dout + c]), acc);
+            y[(size_t)r * p.dout + c] = fromf<T>(acc);
+        }
+    }
+}
+
+template <typename T, int VPL>
+static void launch_fast(const Fff& p, cudaStream_t s) {
+    if (p.split > 0) {
+        int blocks = (p.B + 7) / 8;  // 8 warps (rows) per block
+        fff_route_kernel<T, VPL><<<blocks, 256, 0, s>>>(p);
+        if (p.perm) fff_scatter_kernel<<<(p.B + 255) / 256, 256, p.nbuckets * sizeof(int), s>>>(p);
+    }
+    int blocks = (p.B + p.rows_per_block - 1) / p.rows_per_block;
+    fff_deep_kernel<T, VPL><<<blocks, 256, 0, s>>>(p);
+}
+
+template <typename T>
+static int launch_typed(Fff& p, cudaStream_t s) {
+    const int per_vec = 32 * Vec<T>::N;
+    const bool aligned = ((uintptr_t)p.x % 16 == 0) && ((uintptr_t)p.y % 16 == 0);
+    const int vpl = (p.d == p.dout && p.d % per_vec == 0 && aligned) ? p.d / per_vec : 0;
+    switch (vpl) {
+        case 1: launch_fast<T, 1>(p, s); break;
+        case 2: launch_fast<T, 2>(p, s); break;
+        case 3: launch_fast<T, 3>(p, s); break;
+        case 4: launch_fast<T, 4>(p, s); break;
+        case 6: launch_fast<T, 6>(p, s); break;
+        case 8: launch_fast<T, 8>(p, s); break;
+        default: {
+            p.split = p.L; p.perm = nullptr;
+            int blocks = (p.B + 7) / 8;
+            fff_generic_kernel<T><<<blocks, 256, 0, s>>>(p);
+        }
+    }
+    return vpl;
+}
+
+extern "C" {
+
+// returns the CUDA error code of the launches (0 = success)
+int ff_naive_launch(const float* x, const float* w1, const float* b1, const float* w2, float* y,
+                    int B, int d, int H, int dout, void* stream) {
+    ff_naive_kernel<<<(B + 127) / 128, 128, 0, (cudaStream_t)stream>>>(x, w1, b1, w2, y, B, d, H, dout);
+    return (int)cudaGetLastError();
+}
+
+int fff_naive_launch(const float* x, const float* w1, const float* b1, const float* w2, float* y,
+                     int B, int d, int dout, int K, int depth, void* stream) {
+    fff_naive_kernel<<<(B + 127) / 128, 128, 0, (cudaStream_t)stream>>>(x, w1, b1, w2, y, B, d, dout, K, depth);
+    return (int)cudaGetLastError();
+}
+
+// dtype 0 = float32, 1 = bfloat16. Workspace: acts/nodes (B*K*L), next (B*K), counts/cursor
+// (2^split, zeroed once by the caller), perm (B). split = levels done by the route kernel.
+// Returns the CUDA error code; *fast is set to the vector width used (0 = generic kernel).
+int fff_opt_launch(int dtype, const void* x, const void* w1, const void* b1, const void* w2, void* y,
+                   int B, int d, int dout, int K, int depth, int split, int rows_per_block,
+                   float* acts, int* nodes, int* next, int* counts, int* cursor, int* perm, int* fast,
+                   void* stream) {
+    Fff p;
+    p.x = x; p.w1 = w1; p.b1 = b1; p.w2 = w2; p.y = y;
+    p.B = B; p.d = d; p.dout = dout; p.K = K; p.L = depth + 1;
+    p.split = split < p.L ? split : p.L;
+    p.N = (2LL << depth) - 1;
+    p.acts = acts; p.nodes = nodes; p.next = next; p.counts = counts; p.cursor = cursor;
+    p.nbuckets = 1 << p.split;
+    p.perm = (p.split > 0 && p.split < p.L) ? perm : nullptr;
+    p.rows_per_block = rows_per_block > 0 ? rows_per_block : 64;
+    cudaStream_t s = (cudaStream_t)stream;
+    *fast = dtype == 1 ? launch_typed<__nv_bfloat16>(p, s) : launch_typed<float>(p, s);
+    return (int)cudaGetLastError();
+}
+
+}  // extern "C"

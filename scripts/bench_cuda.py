@@ -1,0 +1,91 @@
+"""Development bench for the CUDA FFF kernel: correctness and variants in one GPU call.
+
+    python scripts/bench_cuda.py [--batch 16384] [--out DIR]
+
+Checks fff-cuda (float32, bfloat16) against the float64 reference, then times launch variants
+(rows per block, split level; eager and CUDA-graph) with CUDA events, warm L2, median of many
+calls, beside the torch backends and the dense baselines. Numbers go to stdout and DIR/cuda.json.
+Published numbers come from `fffbench run`; this is for choosing the kernel's parameters.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+
+import torch
+
+import fffbench as fb
+from fffbench.backends.cuda_kernels import FffOptimized
+from fffbench.correctness import Reference, check_output
+
+
+def bench(fn, reps=200, graph=False):
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    if graph:
+        g, s = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+            torch.cuda.synchronize()
+            with torch.cuda.graph(g, stream=s):
+                fn()
+        torch.cuda.current_stream().wait_stream(s)
+        fn = g.replay
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for a, b in ev:
+        a.record()
+        fn()
+        b.record()
+    torch.cuda.synchronize()
+    return statistics.median(a.elapsed_time(b) for a, b in ev) * 1e3  # microseconds
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=16384)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = ap.parse_args()
+    B, layer = args.batch, fb.FFF(width=768, depth=11)
+    w = layer.init_weights(0)
+    x = fb.make_input("gaussian", B, 768, seed=1)
+    ref = Reference.compute(layer, w, x)
+    rows = []
+    print(f"{torch.cuda.get_device_name()}  B={B}  d=768  1x11", flush=True)
+    for dtype in ("float32", "bfloat16"):
+        tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        xt = torch.as_tensor(x).to("cuda", tdt)
+        for rpb in (32, 64, 128, 256):
+            for split in (None, 5, 6, 8):
+                k = FffOptimized(layer, w, "cuda", dtype, rows_per_block=rpb, split=split)
+                chk = check_output(k(xt).float().cpu().numpy(), ref, dtype, "fff")
+                for graph in (False, True):
+                    us = bench(lambda: k(xt), graph=graph)
+                    rows.append(dict(dtype=dtype, rows_per_block=rpb, split=split, graph=graph, us=us,
+                                     ok=chk.passed, rel_err=chk.rel_err, agree=chk.path_agreement))
+                    print(f"fff-cuda {dtype:8s} rpb={rpb:3d} split={split} graph={graph!s:5s} {us:8.1f} us "
+                          f"ok={chk.passed} err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}", flush=True)
+        for name in ("fff-gather", "fff-bmm", "fff-cuda-naive"):
+            if dtype != "float32" and name == "fff-cuda-naive":
+                continue
+            k = fb.get_backend(name).build(layer, w, device="cuda", dtype=dtype)
+            xn = k.prepare(x)
+            us = bench(lambda: k.run(xn), reps=20 if "naive" in name else 100)
+            rows.append(dict(dtype=dtype, backend=name, us=us))
+            print(f"{name:14s} {dtype:8s} {us:10.1f} us", flush=True)
+        for h in (3072, 4095, 4096):
+            ff = fb.FF(width=768, hidden=h)
+            k = fb.get_backend("ff-dense").build(ff, ff.init_weights(0), device="cuda", dtype=dtype)
+            xn = k.prepare(x)
+            us = bench(lambda: k.run(xn), reps=50)
+            rows.append(dict(dtype=dtype, backend="ff-dense", hidden=h, us=us))
+            print(f"ff-dense H={h} {dtype:8s} {us:10.1f} us", flush=True)
+    with open(os.path.join(args.out, "cuda.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""CUDA backends: the sources compile wherever nvcc exists (CI too); on a GPU every CUDA backend
+matches the float64 reference on awkward shapes, bf16 reports path agreement, graphs capture."""
+import numpy as np
+import pytest
+
+import fffbench as fb
+from fffbench.backends import _nvcc
+from fffbench.correctness import Reference, check_output
+
+CUDA_BACKENDS = ["ff-cuda-naive", "fff-cuda-naive", "fff-cuda"]
+
+
+@pytest.mark.skipif(_nvcc.find_nvcc() is None, reason="nvcc not found")
+def test_cuda_source_compiles_for_hopper(tmp_path):
+    lib = _nvcc.build("fff_cuda.cu", "90", out_dir=tmp_path)
+    assert lib.exists() and lib.stat().st_size > 10_000
+    assert _nvcc.build("fff_cuda.cu", "90", out_dir=tmp_path) == lib  # cached: no rebuild
+
+
+def test_cuda_backends_declared_and_skipped_without_gpu():
+    import torch
+
+    for name in CUDA_BACKENDS:
+        b = fb.get_backend(name)
+        assert b.devices == ("cuda",)
+        reason = b.unavailable_reason("cuda", "float32")
+        if not torch.cuda.is_available():
+            assert reason and "CUDA" in reason
+        assert "runs on cuda" in b.unavailable_reason("cpu", "float32")
+    assert fb.get_backend("fff-cuda-naive").level_on("cuda") == "naive-cuda"
+
+
+def test_split_level_choice():
+    from fffbench.backends.cuda_kernels import split_level
+
+    assert split_level(16384, 12) == 7 and split_level(1024, 12) == 3 and split_level(100, 12) == 0
+    assert split_level(16384, 3) == 3
+
+
+def _poisoned_run(fn, x):
+    import torch
+
+    junk = torch.full((64 * 2 ** 20,), float("nan"), device="cuda")  # freed blocks hold NaN
+    del junk
+    return fn(x)
+
+
+SHAPES = [fb.FFF(width=768, depth=11), fb.FFF(width=768, depth=0), fb.FFF(width=256, depth=5, trees=3),
+          fb.FFF(width=100, depth=5, trees=3), fb.FFF(width=128, depth=4, out_width=37), fb.FF(width=100, hidden=37),
+          fb.FF(width=768, hidden=256)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", CUDA_BACKENDS)
+@pytest.mark.parametrize("layer", SHAPES, ids=lambda l: l.label.replace(" ", "_"))
+@pytest.mark.parametrize("batch", [1, 777, 16384])
+def test_cuda_backend_matches_reference(name, layer, batch):
+    b = fb.get_backend(name)
+    if b.family != layer.family or (name == "ff-cuda-naive" and batch > 1000):
+        pytest.skip("other family, or too slow for a test")
+    w = layer.init_weights(seed=batch)
+    x = fb.make_input("gaussian", batch, layer.width, seed=batch + 1)
+    y = _poisoned_run(b.build(layer, w, device="cuda", dtype="float32"), x)
+    res = check_output(y, Reference.compute(layer, w, x), "float32", layer.family)
+    assert res.passed, res.reason
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [333, 16384])
+def test_fff_cuda_bf16_path_agreement(batch):
+    layer = fb.FFF(width=768, depth=11)
+    w = layer.init_weights(0)
+    x = fb.make_input("gaussian", batch, 768, seed=2)
+    res = check_output(fb.get_backend("fff-cuda").build(layer, w, device="cuda", dtype="bfloat16")(x),
+                       Reference.compute(layer, w, x), "bfloat16", "fff")
+    assert res.passed, res.reason
+    assert res.path_agreement > 0.97
+
+
+@pytest.mark.gpu
+def test_fff_cuda_non_contiguous_input_and_graph_replay():
+    import torch
+
+    layer = fb.FFF(width=768, depth=11)
+    w = layer.init_weights(0)
+    kern = fb.get_backend("fff-cuda").build(layer, w, device="cuda", dtype="float32")
+    wide = torch.randn(4096, 1536, device="cuda")
+    x = wide[:, ::2]
+    ref = layer.reference(x.cpu().numpy(), w)
+    np.testing.assert_allclose(kern(x), ref, rtol=1e-4, atol=1e-4)
+    xn = kern.prepare(x)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        kern.run(xn)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=s):
+            y = kern.run(xn)
+    torch.cuda.current_stream().wait_stream(s)
+    for _ in range(3):
+        g.replay()
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(y.cpu().numpy(), ref, rtol=1e-4, atol=1e-4)
