@@ -62,8 +62,10 @@ def regimes(device: str, timing: TimingConfig) -> list[str]:
 
 
 def plan(suite: Suite) -> list[Task]:
+    """Every (case, backend, regime) to measure: each backend on the cases of its family and of a
+    device it declares (a CUDA-only kernel has no CPU row; a missing GPU is a `skipped` row)."""
     return [Task(c, b, r) for c in suite.cases for b in suite.backends_for(c.family)
-            for r in regimes(c.device, suite.timing)]
+            if c.device in get_backend(b).devices for r in regimes(c.device, suite.timing)]
 
 
 @contextlib.contextmanager

@@ -58,17 +58,23 @@ def main():
     for dtype in ("float32", "bfloat16"):
         tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         xt = torch.as_tensor(x).to("cuda", tdt)
-        for rpb in (32, 64, 128, 256):
-            for split in (None, 5, 6, 8):
-                k = FffOptimized(layer, w, "cuda", dtype, rows_per_block=rpb, split=split)
+        for staging in (True, False):
+            for split in (None, 6, 5):
+                k = FffOptimized(layer, w, "cuda", dtype, rows_per_block=32, split=split, staging=staging)
                 chk = check_output(k(xt).float().cpu().numpy(), ref, dtype, "fff")
                 for graph in (False, True):
                     us = bench(lambda: k(xt), graph=graph)
-                    rows.append(dict(dtype=dtype, rows_per_block=rpb, split=split, graph=graph, us=us,
+                    rows.append(dict(dtype=dtype, staging=staging, split=split, graph=graph, us=us,
                                      ok=chk.passed, rel_err=chk.rel_err, agree=chk.path_agreement))
-                    print(f"fff-cuda {dtype:8s} rpb={rpb:3d} split={split} graph={graph!s:5s} {us:8.1f} us "
+                    print(f"fff-cuda {dtype:8s} staging={staging!s:5s} split={split} graph={graph!s:5s} {us:8.1f} us "
                           f"ok={chk.passed} err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}", flush=True)
-        for name in ("fff-gather", "fff-bmm", "fff-cuda-naive"):
+        k = FffOptimized(layer, w, "cuda", dtype)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                k(xt)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=6), flush=True)
+        for name in (("fff-cuda-naive",) if dtype == "float32" else ()):
             if dtype != "float32" and name == "fff-cuda-naive":
                 continue
             k = fb.get_backend(name).build(layer, w, device="cuda", dtype=dtype)
@@ -76,7 +82,7 @@ def main():
             us = bench(lambda: k.run(xn), reps=20 if "naive" in name else 100)
             rows.append(dict(dtype=dtype, backend=name, us=us))
             print(f"{name:14s} {dtype:8s} {us:10.1f} us", flush=True)
-        for h in (3072, 4095, 4096):
+        for h in (3072,):
             ff = fb.FF(width=768, hidden=h)
             k = fb.get_backend("ff-dense").build(ff, ff.init_weights(0), device="cuda", dtype=dtype)
             xn = k.prepare(x)

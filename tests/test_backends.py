@@ -57,7 +57,8 @@ def test_backend_accepts_noncontiguous_numpy_and_torch(name):
     np.testing.assert_allclose(fn(xt), ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in available() if fb.get_backend(n).family == "fff"])
+@pytest.mark.parametrize("name", [n for n in available() if fb.get_backend(n).family == "fff"
+                                  and "bfloat16" in fb.get_backend(n).dtypes])
 def test_bfloat16_passes_gate_with_path_agreement(name):
     layer = fb.FFF(width=256, depth=8, trees=2)
     w = layer.init_weights(seed=0)

@@ -66,6 +66,23 @@ def test_cuda_backend_matches_reference(name, layer, batch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("batch", [300, 16384])
+def test_fff_cuda_staged_variant_matches_reference(dtype, batch):
+    from fffbench.backends.cuda_kernels import FffOptimized
+
+    import torch
+
+    layer = fb.FFF(width=768, depth=11)
+    w = layer.init_weights(3)
+    x = fb.make_input("gaussian", batch, 768, seed=4)
+    k = FffOptimized(layer, w, "cuda", dtype, staging=True)
+    y = k(torch.as_tensor(x).to("cuda", {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]))
+    res = check_output(y.float().cpu().numpy(), Reference.compute(layer, w, x), dtype, "fff")
+    assert res.passed, res.reason
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("batch", [333, 16384])
 def test_fff_cuda_bf16_path_agreement(batch):
     layer = fb.FFF(width=768, depth=11)

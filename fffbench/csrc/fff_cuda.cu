@@ -40,6 +40,10 @@ template <> struct Vec<float> {
         float4 v = __ldg(reinterpret_cast<const float4*>(p));
         o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
     }
+    __device__ __forceinline__ static void load_plain(const float* p, float* o) {  // shared memory
+        float4 v = *reinterpret_cast<const float4*>(p);
+        o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
+    }
     __device__ __forceinline__ static void load_stream(const float* p, float* o) {
         float4 v = __ldcs(reinterpret_cast<const float4*>(p));
         o[0] = v.x; o[1] = v.y; o[2] = v.z; o[3] = v.w;
@@ -57,6 +61,9 @@ template <> struct Vec<__nv_bfloat16> {
     }
     __device__ __forceinline__ static void load(const __nv_bfloat16* p, float* o) {
         unpack(__ldg(reinterpret_cast<const uint4*>(p)), o);
+    }
+    __device__ __forceinline__ static void load_plain(const __nv_bfloat16* p, float* o) {  // shared memory
+        unpack(*reinterpret_cast<const uint4*>(p), o);
     }
     __device__ __forceinline__ static void load_stream(const __nv_bfloat16* p, float* o) {
         unpack(__ldcs(reinterpret_cast<const uint4*>(p)), o);
@@ -125,7 +132,10 @@ struct Fff {
     float* acts; int* nodes;          // (B, K, L) visited activations and nodes
     int* next;                        // (B, K) node at level `split`
     int* counts; int* cursor; int* perm;
+    int* offsets;                     // (nbuckets + 1) bucket starts in perm, written by scatter
     int nbuckets, rows_per_block;
+    int staged;                       // route: top levels held in shared memory
+    int mode;                         // 0 = shared-memory staging where it fits, 1 = never
 };
 
 // x row in registers: VPL vectors of Vec<T>::N elements per lane (lane-interleaved, coalesced)
@@ -140,25 +150,28 @@ __device__ __forceinline__ void load_row(const T* row, float* xr, int lane) {
     }
 }
 
-template <typename T, int VPL>
+// SMEM: the weight row lives in shared memory (plain loads; __ldg is for global memory only)
+template <typename T, int VPL, bool SMEM = false>
 __device__ __forceinline__ float row_dot(const T* w, const float* xr, int lane) {
     float acc = 0.f;
 #pragma unroll
     for (int v = 0; v < VPL; v++) {
         float wv[Vec<T>::N];
-        Vec<T>::load(w + (v * 32 + lane) * Vec<T>::N, wv);
+        if (SMEM) Vec<T>::load_plain(w + (v * 32 + lane) * Vec<T>::N, wv);
+        else Vec<T>::load(w + (v * 32 + lane) * Vec<T>::N, wv);
 #pragma unroll
         for (int e = 0; e < Vec<T>::N; e++) acc = fmaf(xr[v * Vec<T>::N + e], wv[e], acc);
     }
     return warp_sum(acc);
 }
 
-template <typename T, int VPL>
+template <typename T, int VPL, bool SMEM = false>
 __device__ __forceinline__ void row_axpy(const T* w, float a, float* acc, int lane) {
 #pragma unroll
     for (int v = 0; v < VPL; v++) {
         float wv[Vec<T>::N];
-        Vec<T>::load(w + (v * 32 + lane) * Vec<T>::N, wv);
+        if (SMEM) Vec<T>::load_plain(w + (v * 32 + lane) * Vec<T>::N, wv);
+        else Vec<T>::load(w + (v * 32 + lane) * Vec<T>::N, wv);
 #pragma unroll
         for (int e = 0; e < Vec<T>::N; e++) acc[v * Vec<T>::N + e] = fmaf(a, wv[e], acc[v * Vec<T>::N + e]);
     }
@@ -202,6 +215,10 @@ __global__ void fff_scatter_kernel(Fff p) {
     if (threadIdx.x == 0) {
         int s = 0;
         for (int b = 0; b < p.nbuckets; b++) { offs[b] = s; s += p.counts[b]; }
+        if (blockIdx.x == 0) {
+            for (int b = 0; b < p.nbuckets; b++) p.offsets[b] = offs[b];
+            p.offsets[p.nbuckets] = s;
+        }
     }
     __syncthreads();
     const int first = (1 << p.split) - 1;
@@ -251,6 +268,112 @@ __global__ void __launch_bounds__(256) fff_deep_kernel(Fff p) {
     }
 }
 
+// copy `rows` rows of width d (16-byte multiple) from global to shared memory with all threads
+template <typename T>
+__device__ __forceinline__ void stage_rows(T* dst, const T* src, int rows, int d) {
+    const int n16 = rows * d * (int)sizeof(T) / 16;
+    const uint4* s = reinterpret_cast<const uint4*>(src);
+    uint4* t = reinterpret_cast<uint4*>(dst);
+    for (int i = threadIdx.x; i < n16; i += blockDim.x) t[i] = __ldg(s + i);
+}
+
+// Route with the top `staged` levels of tree 0 in shared memory (persistent blocks, one per SM):
+// every row of the batch reads those nodes, so they are loaded from L2 once per block, not per row.
+template <typename T, int VPL>
+__global__ void __launch_bounds__(1024, 1) fff_route_staged_kernel(Fff p) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* sw1 = reinterpret_cast<T*>(smem_raw);
+    const int top = (1 << p.staged) - 1;
+    float* sb1 = reinterpret_cast<float*>(sw1 + (size_t)top * p.d);
+    const T* x = static_cast<const T*>(p.x);
+    const T* w1 = static_cast<const T*>(p.w1);
+    const T* b1 = static_cast<const T*>(p.b1);
+    stage_rows<T>(sw1, w1, top, p.d);
+    for (int i = threadIdx.x; i < top; i += blockDim.x) sb1[i] = tof(b1[i]);
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int nwarps = (gridDim.x * blockDim.x) >> 5;
+    const int first = (1 << p.split) - 1;
+    float xr[VPL * Vec<T>::N];
+    for (int r = warp; r < p.B; r += nwarps) {
+        load_row<T, VPL, false>(x + (size_t)r * p.d, xr, lane);
+        int n = 0;
+        for (int l = 0; l < p.split; l++) {
+            float z = n < top ? row_dot<T, VPL, true>(sw1 + (size_t)n * p.d, xr, lane) + sb1[n]
+                              : row_dot<T, VPL>(w1 + (size_t)n * p.d, xr, lane) + tof(b1[n]);
+            if (lane == 0) {
+                size_t o = (size_t)r * p.L + l;
+                p.acts[o] = gelu(z);
+                p.nodes[o] = n;
+            }
+            n = 2 * n + 1 + (z > 0.f);
+        }
+        if (lane == 0) {
+            p.next[r] = n;
+            atomicAdd(&p.counts[n - first], 1);
+        }
+    }
+}
+
+// Deep levels with one block per subtree bucket: the bucket's top-path W2 rows and its subtree's
+// W1, b1 and W2 rows are staged in shared memory once, then every row of the bucket walks and
+// accumulates from shared memory. Single tree only (the host falls back otherwise).
+template <typename T, int VPL>
+__global__ void __launch_bounds__(512, 1) fff_deep_staged_kernel(Fff p) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int b = blockIdx.x;
+    const int s = p.split, sub_levels = p.L - s, sub_nodes = (1 << sub_levels) - 1;
+    T* stop = reinterpret_cast<T*>(smem_raw);                  // s top-path W2 rows
+    T* sw1 = stop + (size_t)s * p.dout;                          // subtree W1 rows
+    T* sw2 = sw1 + (size_t)sub_nodes * p.d;                      // subtree W2 rows
+    float* sb1 = reinterpret_cast<float*>(sw2 + (size_t)sub_nodes * p.dout);
+    const T* x = static_cast<const T*>(p.x);
+    const T* w1 = static_cast<const T*>(p.w1);
+    const T* b1 = static_cast<const T*>(p.b1);
+    const T* w2 = static_cast<const T*>(p.w2);
+    T* y = static_cast<T*>(p.y);
+    const int root = (1 << s) - 1 + b;
+    // top path: ancestors of the subtree root, level s-1 up to 0
+    {
+        int n = root;
+        for (int l = s - 1; l >= 0; l--) {
+            n = (n - 1) >> 1;
+            stage_rows<T>(stop + (size_t)l * p.dout, w2 + (size_t)n * p.dout, 1, p.dout);
+        }
+    }
+    for (int j = 0; j < sub_levels; j++) {  // subtree level j: 2^j consecutive global nodes
+        const int g0 = ((root + 1) << j) - 1, m0 = (1 << j) - 1;
+        stage_rows<T>(sw1 + (size_t)m0 * p.d, w1 + (size_t)g0 * p.d, 1 << j, p.d);
+        stage_rows<T>(sw2 + (size_t)m0 * p.dout, w2 + (size_t)g0 * p.dout, 1 << j, p.dout);
+        for (int i = threadIdx.x; i < (1 << j); i += blockDim.x) sb1[m0 + i] = tof(b1[g0 + i]);
+    }
+    __syncthreads();
+    if (b == 0)  // the sort is finished (stream order): reset it for the next call
+        for (int t = threadIdx.x; t < p.nbuckets; t += blockDim.x) { p.counts[t] = 0; p.cursor[t] = 0; }
+    const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5, wpb = blockDim.x >> 5;
+    const int begin = p.offsets[b], end = p.offsets[b + 1];
+    float xr[VPL * Vec<T>::N];
+    float acc[VPL * Vec<T>::N];
+    for (int i = begin + wib; i < end; i += wpb) {
+        const int r = p.perm[i];
+        load_row<T, VPL, true>(x + (size_t)r * p.d, xr, lane);
+#pragma unroll
+        for (int e = 0; e < VPL * Vec<T>::N; e++) acc[e] = 0.f;
+        for (int l = 0; l < s; l++)
+            row_axpy<T, VPL, true>(stop + (size_t)l * p.dout, p.acts[(size_t)r * p.L + l], acc, lane);
+        int m = 0;
+        for (int l = s; l < p.L; l++) {
+            float z = row_dot<T, VPL, true>(sw1 + (size_t)m * p.d, xr, lane) + sb1[m];
+            row_axpy<T, VPL, true>(sw2 + (size_t)m * p.dout, gelu(z), acc, lane);
+            m = 2 * m + 1 + (z > 0.f);
+        }
+        T* yr = y + (size_t)r * p.dout;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) Vec<T>::store(yr + (v * 32 + lane) * Vec<T>::N, acc + v * Vec<T>::N);
+    }
+}
+
 // generic shapes (any width, any output width): warp per row, columns strided over lanes
 template <typename T>
 __global__ void fff_generic_kernel(Fff p) {
@@ -289,15 +412,51 @@ __global__ void fff_generic_kernel(Fff p) {
     }
 }
 
+static int g_smem_max = 0;
+
+// shared memory (bytes) the staged kernels need, or 0 where they don't apply
+template <typename T>
+static size_t route_smem(const Fff& p, int staged) {
+    return staged > 0 ? ((size_t)((1 << staged) - 1)) * (p.d * sizeof(T) + sizeof(float)) : 0;
+}
+template <typename T>
+static size_t deep_smem(const Fff& p) {
+    const size_t sub = (1u << (p.L - p.split)) - 1;
+    return (size_t)p.split * p.dout * sizeof(T) + sub * (p.d + p.dout) * sizeof(T) + sub * sizeof(float);
+}
+
 template <typename T, int VPL>
-static void launch_fast(const Fff& p, cudaStream_t s) {
+static void launch_fast(Fff& p, cudaStream_t s) {
+    if (!g_smem_max) {
+        int dev; cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&g_smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    }
+    int sms = 0, dev = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    const bool single = p.K == 1;
     if (p.split > 0) {
-        int blocks = (p.B + 7) / 8;  // 8 warps (rows) per block
-        fff_route_kernel<T, VPL><<<blocks, 256, 0, s>>>(p);
+        int staged = 0;
+        if (single && p.mode != 1)
+            for (int t = p.split; t > 0; t--) if (route_smem<T>(p, t) <= (size_t)g_smem_max) { staged = t; break; }
+        if (staged > 0) {
+            p.staged = staged;
+            size_t bytes = route_smem<T>(p, staged);
+            cudaFuncSetAttribute(fff_route_staged_kernel<T, VPL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+            fff_route_staged_kernel<T, VPL><<<sms, 1024, bytes, s>>>(p);
+        } else {
+            fff_route_kernel<T, VPL><<<(p.B + 7) / 8, 256, 0, s>>>(p);
+        }
         if (p.perm) fff_scatter_kernel<<<(p.B + 255) / 256, 256, p.nbuckets * sizeof(int), s>>>(p);
     }
-    int blocks = (p.B + p.rows_per_block - 1) / p.rows_per_block;
-    fff_deep_kernel<T, VPL><<<blocks, 256, 0, s>>>(p);
+    const size_t dbytes = deep_smem<T>(p);
+    if (p.perm && single && p.mode != 1 && dbytes <= (size_t)g_smem_max) {
+        cudaFuncSetAttribute(fff_deep_staged_kernel<T, VPL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dbytes);
+        fff_deep_staged_kernel<T, VPL><<<p.nbuckets, 512, dbytes, s>>>(p);
+    } else {
+        int blocks = (p.B + p.rows_per_block - 1) / p.rows_per_block;
+        fff_deep_kernel<T, VPL><<<blocks, 256, 0, s>>>(p);
+    }
 }
 
 template <typename T>
@@ -337,12 +496,13 @@ int fff_naive_launch(const float* x, const float* w1, const float* b1, const flo
 }
 
 // dtype 0 = float32, 1 = bfloat16. Workspace: acts/nodes (B*K*L), next (B*K), counts/cursor
-// (2^split, zeroed once by the caller), perm (B). split = levels done by the route kernel.
+// (2^split, zeroed once by the caller), perm (B), offsets (2^split + 1). split = levels done by
+// the route kernel. mode 0 stages weights in shared memory where they fit, mode 1 never does.
 // Returns the CUDA error code; *fast is set to the vector width used (0 = generic kernel).
 int fff_opt_launch(int dtype, const void* x, const void* w1, const void* b1, const void* w2, void* y,
                    int B, int d, int dout, int K, int depth, int split, int rows_per_block,
-                   float* acts, int* nodes, int* next, int* counts, int* cursor, int* perm, int* fast,
-                   void* stream) {
+                   float* acts, int* nodes, int* next, int* counts, int* cursor, int* perm, int* offsets,
+                   int mode, int* fast, void* stream) {
     Fff p;
     p.x = x; p.w1 = w1; p.b1 = b1; p.w2 = w2; p.y = y;
     p.B = B; p.d = d; p.dout = dout; p.K = K; p.L = depth + 1;
@@ -352,6 +512,7 @@ int fff_opt_launch(int dtype, const void* x, const void* w1, const void* b1, con
     p.nbuckets = 1 << p.split;
     p.perm = (p.split > 0 && p.split < p.L) ? perm : nullptr;
     p.rows_per_block = rows_per_block > 0 ? rows_per_block : 64;
+    p.offsets = offsets; p.mode = mode; p.staged = 0;
     cudaStream_t s = (cudaStream_t)stream;
     *fast = dtype == 1 ? launch_typed<__nv_bfloat16>(p, s) : launch_typed<float>(p, s);
     return (int)cudaGetLastError();
