@@ -56,7 +56,9 @@ class Section:
 def _setting(key) -> str:
     threads = f"{int(key['threads'])} thread{'s' if key['threads'] != 1 else ''}"
     out = "" if key["dout"] == key["width"] else f", out {key['dout']}"
-    return f"{key['dtype']}, batch {key['batch']}, d={key['width']}{out}, {threads}, {key['input']} input"
+    regime = "" if (key["l2"], key["launch"]) == ("warm", "eager") else \
+        f", {key['l2']} L2" + (", CUDA graph" if key["launch"] == "graph" else ", eager launches")
+    return f"{key['dtype']}, batch {key['batch']}, d={key['width']}{out}, {threads}, {key['input']} input{regime}"
 
 
 def table2_sections(levels: pd.DataFrame, runs: R.Runs) -> list[Section]:

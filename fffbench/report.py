@@ -7,7 +7,8 @@ into figures, so tests can check every number against the stored samples.
 
 A speedup is ``median(FF) / median(FFF)`` with a bootstrap interval from the raw samples; "fastest"
 is the fastest *correct* (status ok) backend of a family on the same device, dtype, batch, width,
-input, seed and thread count. Only the warm regime is compared (CPU wall clock, GPU warm L2).
+input, seed and thread count, in the same regime (L2 state and launch mode; CPU rows count as warm
+and eager), so a GPU suite timed in several regimes gets one table per regime.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from fffbench.registry import LEVELS
 from fffbench.roofline import floor_seconds, roofline_limit
-from fffbench.runs import GROUP, Runs, fastest, geomean, groups, layer_label, load, pair  # noqa: F401
+from fffbench.runs import GROUP, Runs, fastest, geomean, groups, layer_label, load, pair, warm, where  # noqa: F401
 
 
 # --- the paper's figures (the one place they live) ------------------------------------------------
@@ -79,11 +80,11 @@ def _column_order(device: str, level: str):
 
 
 def _ff(rows, hidden):
-    return rows[(rows["family"] == "ff") & (rows["hidden"] == hidden)]
+    return where(rows, family="ff", hidden=hidden)
 
 
 def _fff(rows, depth, trees):
-    return rows[(rows["family"] == "fff") & (rows["depth"] == depth) & (rows["trees"] == trees)]
+    return where(rows, family="fff", depth=depth, trees=trees)
 
 
 def _configs(grp):
@@ -93,8 +94,8 @@ def _configs(grp):
 
 
 def _one(rows, col):
-    v = rows[col].dropna()
-    return float(v.iloc[0]) if len(v) else math.nan
+    """The first value of ``col`` among ``rows`` (records) that is set (e.g. the layer's FLOPs)."""
+    return next((float(r[col]) for r in rows if r[col] == r[col] and r[col] is not None), math.nan)
 
 
 def paper_figure(key: dict, device, level, hidden, depth, trees, fff_level=None, kind="speedup"):
@@ -130,20 +131,21 @@ def level_table(runs: Runs) -> pd.DataFrame:
         cols = sorted(set(zip(ok["device"], ok["level"])), key=lambda c: _column_order(*c))
         hiddens, trees = _configs(grp)
         machine = runs.machine(key["run"])
+        grp = grp.to_dict("records")
         for base in hiddens:
             base_rows = _ff(grp, base)
             base_flops = _one(base_rows, "flops")
             configs = [("ff", h, None, None) for h in hiddens] + [("fff", None, d, t) for d, t in trees]
             for fam, h, depth, tr in configs:
                 rows = _ff(grp, h) if fam == "ff" else _fff(grp, depth, tr)
-                used = h if fam == "ff" else int(rows["neurons_used"].iloc[0])
+                used = h if fam == "ff" else int(rows[0]["neurons_used"])
                 label = f"FF H={h}" if fam == "ff" else f"FFF {tr}x{depth}"
                 lim = paper_figure(key, None, None, base, depth, tr, kind="limit") if fam == "fff" else None
                 common = key | {"machine": machine, "baseline_hidden": base, "config": label, "config_family": fam,
                                 "hidden": h, "depth": depth, "trees": tr, "neuron_limit": base / used,
                                 "paper_limit": lim.value if lim else math.nan}
                 for device, level in cols:
-                    b, r = base_rows[base_rows["device"] == device], rows[rows["device"] == device]
+                    b, r = where(base_rows, device=device), where(rows, device=device)
                     cell = _cell(runs, key, b, r, fam, device, level, base_flops, base, depth, tr)
                     out.append(common | {"device": device, "level": level, "column": column_label(device, level)}
                                | cell)
@@ -183,7 +185,7 @@ def best_table(runs: Runs) -> pd.DataFrame:
     for key, grp in groups(runs.df):
         hiddens, trees = _configs(grp)
         for device in sorted(set(grp.loc[grp["status"] == "ok", "device"]), key=lambda d: _column_order(d, "")):
-            on = grp[grp["device"] == device]
+            on = where(grp.to_dict("records"), device=device)
             gemm, bw = runs.ceilings(key["run"], device, key["dtype"])
             for h in hiddens:
                 ffr = _ff(on, h)
@@ -253,13 +255,16 @@ def paper_table(runs: Runs, levels: pd.DataFrame | None = None) -> pd.DataFrame:
     for f in PAPER:
         base = {"figure": f.key, "what": f.what, "paper": f.value, "secondary": f.secondary, "source": f.source,
                 "device": f.device}
-        found = False
-        for key, grp in groups(runs.df):
+        found = set()
+        for key, grp in groups(warm(runs.df)):  # the paper timed warm caches and eager launches
             if f.kind != "limit" and any(key[k] != v for k, v in PAPER_SETTING.items()):
                 continue
-            on = grp if f.device is None else grp[grp["device"] == f.device]
+            if f.kind == "limit" and key["run"] in found:
+                continue  # a neuron ratio does not depend on the batch: once per run
+            on = grp.to_dict("records")
+            on = on if f.device is None else where(on, device=f.device)
             ffr, fr = _ff(on, f.hidden), _fff(on, f.depth, f.trees)
-            if ffr.empty or fr.empty:
+            if not ffr or not fr:
                 continue
             row = base | {"run": key["run"], "machine": runs.machine(key["run"]), "batch": key["batch"],
                           "threads": key["threads"], "neuron_limit": f.hidden / (f.trees * (f.depth + 1))}
@@ -276,7 +281,7 @@ def paper_table(runs: Runs, levels: pd.DataFrame | None = None) -> pd.DataFrame:
                 row["measured"] = row["speedup"]
                 row["roofline_limit"] = cell["roofline_limit"].iloc[0] if len(cell) else math.nan
             out.append(row)
-            found = True
+            found.add(key["run"])
         if not found:
             need = f"FF H={f.hidden} and FFF {f.trees}x{f.depth}"
             if f.kind != "limit":
@@ -307,9 +312,10 @@ def environment_items(env: dict) -> list[tuple[str, str]]:
     if blas:
         items.append(("BLAS", "; ".join(blas)))
     for g in env.get("gpus") or []:
-        items.append((f"GPU {g.get('index')}", f"{g.get('name')}, sm {g.get('capability')}, {g.get('sm_count')} SMs, "
-                                               f"{g.get('memory_gib')} GiB, driver {g.get('driver')}, CUDA "
-                                               f"{g.get('cuda')}, max clocks {g.get('max_clocks_mhz')}"))
+        parts = [(g.get("name"), "{}"), (g.get("capability"), "sm {}"), (g.get("sm_count"), "{} SMs"),
+                 (g.get("memory_gib"), "{} GiB"), (g.get("driver"), "driver {}"), (g.get("cuda"), "CUDA {}"),
+                 (g.get("max_clocks_mhz"), "max clocks (SM, memory) {} MHz")]
+        items.append((f"GPU {g.get('index', 0)}", ", ".join(f.format(v) for v, f in parts if v is not None)))
     for dev, c in (env.get("ceilings") or {}).items():
         if "error" in c:
             items.append((f"ceilings {dev}", f"not measured: {c['error']}"))

@@ -16,7 +16,7 @@ import pandas as pd
 from fffbench.timing.stats import ratio_ci
 
 #: the axes two rows must share to be compared (one Table 2 per combination)
-GROUP = ["run", "dtype", "batch", "width", "dout", "bias", "input", "seed", "threads"]
+GROUP = ["run", "l2", "launch", "dtype", "batch", "width", "dout", "bias", "input", "seed", "threads"]
 
 
 def layer_label(r) -> str:
@@ -85,38 +85,59 @@ def load(*dirs) -> Runs:
     return Runs(prepare(pd.concat(frames, ignore_index=True)), envs)
 
 
+def regime_parts(regime) -> tuple[str, str]:
+    """(L2 state, launch mode) of a stored regime: ``cuda-events/flush-l2/graph`` -> (flush, graph).
+    CPU wall-clock rows are warm and eager, so they share a table with the GPU's default regime."""
+    parts = str(regime or "").split("/")
+    l2 = next((p.removesuffix("-l2") for p in parts if p.endswith("-l2")), "warm")
+    launch = "graph" if "graph" in parts else "eager"
+    return l2, launch
+
+
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns the tables group on: ``dout`` (the output width, defaulting to the input width)."""
+    """Columns the tables group on: ``dout`` (the output width, defaulting to the input width), and
+    ``l2`` / ``launch`` split out of the regime (rows are only compared within one regime)."""
     df = df.copy()
     if "run" not in df:
         df["run"] = df["run_id"]
     df["dout"] = df["out_width"].where(df["out_width"].notna(), df["width"]).astype(int)
+    parts = [regime_parts(r) for r in df["regime"]]
+    df["l2"] = [p[0] for p in parts]
+    df["launch"] = [p[1] for p in parts]
     return df
 
 
 def warm(df: pd.DataFrame) -> pd.DataFrame:
-    """One regime per comparison: the warm one (CPU wall clock, GPU warm L2)."""
-    return df[df["regime"].fillna("").str.contains("warm")]
+    """The default regime: CPU wall clock, GPU warm L2 with eager launches."""
+    return df[(df["l2"] == "warm") & (df["launch"] == "eager")]
 
 
 def groups(df: pd.DataFrame):
-    """(key dict, rows) per combination of :data:`GROUP` (one Table 2 each)."""
-    for key, grp in warm(df).groupby(GROUP, dropna=False, sort=True):
-        yield dict(zip(GROUP, key)), grp
+    """(key dict, rows) per combination of :data:`GROUP` (one Table 2 each); the default regime first."""
+    df = df.assign(_order=((df["l2"] != "warm") * 2 + (df["launch"] != "eager")))
+    for key, grp in df.groupby(["_order"] + GROUP, dropna=False, sort=True):
+        yield dict(zip(GROUP, key[1:])), grp.drop(columns="_order")
 
 
-def fastest(rows: pd.DataFrame, family: str, level: str | None = None):
-    """(row, note): the fastest correct row of ``family`` (at ``level``); note says why there is none:
-    'none' when no backend of that family (and level) was run, else the statuses it got."""
-    sel = rows[rows["backend_family"] == family]
-    if level is not None:
-        sel = sel[sel["level"] == level]
-    if sel.empty:
+def where(rows: list[dict], **match) -> list[dict]:
+    """The rows (records) whose columns equal ``match``; plain Python, as the tables select many
+    small subsets and boolean indexing of a wide DataFrame costs a copy of every column each time."""
+    return [r for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+def fastest(rows, family: str, level: str | None = None):
+    """(row, note): the fastest correct row of ``family`` (at ``level``) among ``rows`` (records or a
+    DataFrame); note says why there is none: 'none' when no backend of that family (and level) was
+    run, else the statuses it got."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    sel = where(rows, backend_family=family, **({} if level is None else {"level": level}))
+    if not sel:
         return None, "none"
-    ok = sel[sel["status"] == "ok"]
-    if ok.empty:
-        return None, "/".join(sorted(set(sel["status"])))
-    return ok.loc[ok["median_s"].idxmin()], ""
+    ok = where(sel, status="ok")
+    if not ok:
+        return None, "/".join(sorted({r["status"] for r in sel}))
+    return min(ok, key=lambda r: r["median_s"]), ""
 
 
 def pair(runs: Runs, num, den) -> dict:

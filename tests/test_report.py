@@ -1,0 +1,285 @@
+"""The report's tables against numbers recomputed here from the stored rows and samples.
+
+Two runs: ``tests/data/mini`` (a real, tiny CPU run; CUDA rows skipped) and a synthetic run in the
+paper's setting written through the store (tests/synthetic.py), which has every level on both
+devices, a wrong row, a CUDA-graph regime and ceilings for both devices.
+"""
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import fffbench as fb
+import synthetic
+from fffbench import render
+from fffbench import report as R
+from fffbench.cli import app
+
+DATA = Path(__file__).parent / "data"
+MINI = DATA / "mini"
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return R.load(MINI)
+
+
+@pytest.fixture(scope="module")
+def mini_rows():
+    """The stored rows, read independently of fffbench.report."""
+    df = fb.load_run(MINI, samples=True)
+    return df[df.status == "ok"]
+
+
+@pytest.fixture(scope="module")
+def syn_dir(tmp_path_factory):
+    return synthetic.make_run(tmp_path_factory.mktemp("syn"))
+
+
+@pytest.fixture(scope="module")
+def syn(syn_dir):
+    return R.load(syn_dir)
+
+
+def med_ratio(a, b):
+    return float(np.median(a) / np.median(b))
+
+
+def stored(rows, **kw):
+    sel = rows
+    for k, v in kw.items():
+        sel = sel[sel[k] == v]
+    return sel
+
+
+def fastest(rows):
+    return rows.loc[rows.median_s.idxmin()]
+
+
+# --- Table 2 on the real run ---------------------------------------------------------------------------
+
+def test_level_table_cells_are_ratios_of_stored_medians(mini, mini_rows):
+    lv = R.level_table(mini)
+    env = json.loads((MINI / "run.json").read_text())
+    gemm, bw = env["ceilings"]["cpu"]["gemm_gflops"]["float32"] * 1e9, env["ceilings"]["cpu"]["copy_gbps"] * 1e9
+    checked = 0
+    for _, c in lv[lv.config_family == "fff"].iterrows():
+        ff = stored(mini_rows, family="ff", hidden=c.baseline_hidden, batch=c.batch, device=c.device)
+        fff = stored(mini_rows, family="fff", depth=c.depth, trees=c.trees, batch=c.batch, device=c.device)
+        ff_at, fff_at = ff[ff.level == c.level], fff[fff.level == c.level]
+        num = fastest(ff_at) if len(ff_at) else fastest(ff)      # ff-dense / ff-bmm, or the fastest FF
+        den = fastest(fff_at) if len(fff_at) else fastest(fff)
+        assert (c.ff_backend, c.fff_backend) == (num.backend, den.backend)
+        assert c.speedup == pytest.approx(med_ratio(num.samples, den.samples), rel=1e-12)
+        assert c.ci_low <= c.speedup <= c.ci_high
+        assert c.vs == ("best FFF" if not len(fff_at) else "best FF" if not len(ff_at) else "")
+        assert c.neuron_limit == pytest.approx(c.baseline_hidden / (c.depth + 1))
+        roof = (ff.flops.iloc[0] / gemm) / (fff.bytes.iloc[0] / bw)
+        assert c.roofline_limit == pytest.approx(roof, rel=1e-12)
+        checked += 1
+    assert checked == 2 * 3 * 3 * 3  # batches x baselines x trees x columns
+
+
+def test_level_table_layout(mini):
+    lv = R.level_table(mini)
+    # columns: only what was timed (CUDA rows are skipped here), in the paper's order
+    assert list(dict.fromkeys(lv.column)) == ["CPU Level 3", "CPU PyTorch BMM", "CPU optimized"]
+    base = lv[(lv.config == "FF H=255") & (lv.baseline_hidden == 255) & (lv.level == "cpu-l3")]
+    assert (base.speedup == 1.0).all()                      # the baseline against itself: exactly 1
+    other = lv[(lv.config == "FF H=1023") & (lv.baseline_hidden == 255) & (lv.level == "pytorch-bmm")]
+    assert (other.speedup < 1).all()                        # a 4x wider dense layer is slower
+    assert lv.paper.isna().all()                            # not the paper's setting: no figure beside
+    ff_opt = lv[(lv.config_family == "ff") & (lv.level == "optimized")]
+    assert ff_opt.speedup.isna().all() and (ff_opt.note == "not run at this level").all()
+
+
+def test_best_table_and_geomean(mini, mini_rows):
+    best = R.best_table(mini)
+    assert set(best.device) == {"cpu"} and len(best) == 2 * 3 * 3
+    for _, b in best.iterrows():
+        num = fastest(stored(mini_rows, family="ff", hidden=b.ff_hidden, batch=b.batch))
+        den = fastest(stored(mini_rows, family="fff", depth=b.depth, trees=b.trees, batch=b.batch))
+        assert (b.ff_backend, b.fff_backend) == (num.backend, den.backend)
+        assert b.speedup == pytest.approx(med_ratio(num.samples, den.samples), rel=1e-12)
+        assert b.ff_ms == pytest.approx(num.median_s * 1e3)
+    g = R.geomean_summary(best).iloc[0]
+    assert g.n == len(best)
+    assert g.geomean == pytest.approx(math.exp(np.log(best.speedup).mean()))
+    assert g["min"] == best.speedup.min() and g["max"] == best.speedup.max()
+
+
+def test_absolute_table_against_ceilings(mini, mini_rows):
+    t = R.absolute_table(mini)
+    env = json.loads((MINI / "run.json").read_text())
+    bw, gemm = env["ceilings"]["cpu"]["copy_gbps"], env["ceilings"]["cpu"]["gemm_gflops"]["float32"]
+    assert len(t) == len(mini_rows)
+    for (_, r), (_, s) in zip(t.iterrows(), mini_rows.iterrows()):
+        assert r.backend == s.backend and r.median_ms == pytest.approx(np.median(s.samples) * 1e3)
+        assert r.gbps == pytest.approx(s.bytes / np.median(s.samples) / 1e9)
+        assert r.bw_frac == pytest.approx(r.gbps / bw)
+        assert r.gemm_frac == pytest.approx(s.flops / np.median(s.samples) / 1e9 / gemm)
+        floor = max(s.flops / (gemm * 1e9), s.bytes / (bw * 1e9))
+        assert r.floor_ms == pytest.approx(floor * 1e3) and r.x_floor == pytest.approx(s.median_s / floor)
+    un = R.untimed_table(mini)
+    assert set(un.device) == {"cuda"} and set(un.status) == {"skipped"} and un.rows.sum() == 24
+
+
+# --- the paper's figures, regimes, missing ceilings (synthetic run) ------------------------------------------
+
+def cell(lv, **kw):
+    sel = lv
+    for k, v in kw.items():
+        sel = sel[sel[k] == v]
+    assert len(sel) == 1, kw
+    return sel.iloc[0]
+
+
+def test_paper_figures_sit_in_their_cells_only(syn):
+    rows = fb.load_run(syn.envs["synthetic"]["_path"], samples=True)
+    lv = R.level_table(syn)
+    eager = lv[lv.launch == "eager"]
+    fff, big = "FFF 1x11", 16384
+
+    def s(backend, device, **kw):
+        return stored(rows, backend=backend, device=device, batch=big, regime=kw.pop(
+            "regime", "wall/warm" if device == "cpu" else "cuda-events/warm-l2/eager"), **kw).iloc[0].samples
+
+    c = cell(eager, batch=big, baseline_hidden=4095, config=fff, level="cpu-l3")
+    assert c.paper == 78 and not c.paper_secondary and c.vs == "best FFF" and c.fff_backend == "syn-fff-l1"
+    assert c.speedup == pytest.approx(med_ratio(s("ff-dense", "cpu", hidden=4095), s("syn-fff-l1", "cpu")))
+    c = cell(eager, batch=big, baseline_hidden=3072, config=fff, device="cuda", level="pytorch-bmm")
+    assert c.paper == 40 and c.speedup == pytest.approx(med_ratio(s("ff-bmm", "cuda", hidden=3072),
+                                                                  s("fff-bmm", "cuda")))
+    assert cell(eager, batch=big, baseline_hidden=4095, config=fff, level="cpu-l2")[["paper", "paper_secondary"]].tolist() \
+        == [255, True]
+    assert cell(eager, batch=big, baseline_hidden=3072, config=fff, level="naive-cuda").paper_secondary
+    assert cell(eager, batch=big, baseline_hidden=4095, config=fff, level="cpu-l1").paper_limit == 341
+    # nowhere else: other batch, other baseline, FF rows, the graph regime
+    figured = lv.dropna(subset=["paper"])
+    assert len(figured) == 4 and (figured.batch == big).all() and (figured.launch == "eager").all()
+    assert set(lv.dropna(subset=["paper_limit"]).baseline_hidden) == {4095}
+
+
+def test_regimes_are_not_mixed(syn):
+    """CUDA-graph times (much faster here) stay in their own table; the default one is eager."""
+    lv = R.level_table(syn)
+    eager = cell(lv, batch=16384, baseline_hidden=4095, config="FFF 1x11", level="gpu-native", launch="eager")
+    graph = cell(lv, batch=16384, baseline_hidden=4095, config="FFF 1x11", level="gpu-native", launch="graph")
+    rows = fb.load_run(syn.envs["synthetic"]["_path"], samples=True)
+
+    def pick(backend, regime):
+        sel = stored(rows, backend=backend, device="cuda", batch=16384, regime=regime)
+        return (sel[sel.hidden == 4095] if backend.startswith("ff-") else sel).iloc[0].samples
+    assert eager.speedup == pytest.approx(med_ratio(pick("ff-dense", "cuda-events/warm-l2/eager"),
+                                                    pick("fff-cuda", "cuda-events/warm-l2/eager")))
+    assert graph.speedup == pytest.approx(med_ratio(pick("ff-dense", "cuda-events/warm-l2/graph"),
+                                                    pick("fff-cuda", "cuda-events/warm-l2/graph")))
+    assert set(lv[lv.launch == "graph"].device) == {"cuda"}
+
+
+def test_wrong_rows_are_never_fastest(syn):
+    best = R.best_table(syn)
+    assert "syn-fff-bad" not in set(best.fff_backend)
+    assert set(best[best.device == "cpu"].fff_backend) == {"syn-fff-l1"}
+    assert "syn-fff-bad" in set(R.untimed_table(syn).backend)
+
+
+def test_paper_table(syn):
+    p = R.paper_table(syn).set_index("figure")
+    rows = fb.load_run(syn.envs["synthetic"]["_path"], samples=True)
+    cuda = stored(rows, device="cuda", batch=16384, regime="cuda-events/warm-l2/eager")
+    want = med_ratio(stored(cuda, backend="ff-dense", hidden=3072).iloc[0].samples,
+                     stored(cuda, backend="fff-bmm").iloc[0].samples)
+    assert p.loc["native-vs-bmm-3.15x", "measured"] == pytest.approx(want)
+    assert p.loc["native-vs-bmm-3.15x", "secondary"] and p.loc["cpu-l2-255x", "secondary"]
+    assert not p.loc["cpu-78x", "secondary"] and not p.loc["gpu-bmm-40x", "secondary"]
+    assert p.loc["limit-341x", "measured"] == pytest.approx(4095 / 12)
+    lv = R.level_table(syn)
+    c = cell(lv, batch=16384, baseline_hidden=4095, config="FFF 1x11", level="cpu-l3", launch="eager")
+    assert p.loc["cpu-78x", "measured"] == pytest.approx(c.speedup)
+    # the figures live in one place, each with a source
+    assert {f.value for f in R.PAPER} == {78, 40, 341, 255, 118, 3.15}
+    assert all(f.source for f in R.PAPER)
+    assert {f.key for f in R.PAPER if f.secondary} == {"cpu-l2-255x", "naive-cuda-118x", "native-vs-bmm-3.15x"}
+
+
+def test_paper_table_on_a_run_without_the_setting(mini):
+    p = R.paper_table(mini)
+    assert p.measured.isna().all() and p.note.str.startswith("not in this run").all()
+
+
+def test_missing_ceilings_leave_blanks(tmp_path):
+    path = synthetic.make_run(tmp_path, batches=(16384,), n=5)
+    synthetic.drop_ceilings(path)
+    runs = R.load(path)
+    lv, t = R.level_table(runs), R.absolute_table(runs)
+    assert lv.roofline_limit.isna().all() and lv.speedup.notna().any()
+    assert t.bw_frac.isna().all() and t.floor_ms.isna().all() and t.gbps.notna().all()
+    text = render.to_markdown(runs, render.sections(runs))
+    assert "roofline limit CPU |" in text and "nan" not in text.lower()
+
+
+# --- rendering: what is printed is what was computed ---------------------------------------------------
+
+def test_markdown_csv_latex_show_the_computed_numbers(mini, syn, tmp_path):
+    lv = R.level_table(mini)
+    c = cell(lv, batch=256, baseline_hidden=1023, config="FFF 1x9", level="pytorch-bmm")
+    md = render.write_report(mini, tmp_path / "md", "md")[0].read_text()
+    assert render.fmt_x(c.speedup, c.ci_low, c.ci_high) in md
+    assert "Intel" in md or mini.machine("mini") in md             # environment footnote
+    assert "openblas" in md.lower() and "GB/s" in md
+    csv = pd.read_csv(tmp_path / "csv" / "table2.csv") if render.write_report(mini, tmp_path / "csv", "csv") else None
+    got = csv[(csv.batch == 256) & (csv.baseline_hidden == 1023) & (csv.config == "FFF 1x9")
+              & (csv.level == "pytorch-bmm")].speedup.iloc[0]
+    assert got == pytest.approx(c.speedup)
+    assert {p.name for p in (tmp_path / "csv").iterdir()} >= {"table2.csv", "best.csv", "paper.csv", "times.csv",
+                                                              "environment.csv", "best_geomean.csv"}
+    tex = render.write_report(mini, tmp_path / "tex", "latex")[0].read_text()
+    assert tex.startswith(r"\documentclass") and render.fmt_x(c.speedup, c.ci_low, c.ci_high) in tex
+    smd = render.to_markdown(syn, render.sections(syn))
+    assert "paper 78x" in smd and "paper 255x (*secondary*)" in smd and "3.15x (*secondary*)" in smd
+    stex = render.to_latex(syn, render.sections(syn))
+    assert r"\emph{secondary}" in stex and r"$^\dagger$" in stex
+
+
+def test_report_command(tmp_path):
+    res = CliRunner().invoke(app, ["report", str(MINI), "--out", str(tmp_path), "--no-show"])
+    assert res.exit_code == 0, res.output
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"report.md"} | {f"{s}.{e}" for s in ("speedups", "scaling", "batch") for e in ("png", "svg")}
+    assert "![speedups](speedups.png)" in (tmp_path / "report.md").read_text()
+    res = CliRunner().invoke(app, ["report", str(MINI), "--out", str(tmp_path / "c"), "--format", "csv", "--no-plots"])
+    assert res.exit_code == 0 and (tmp_path / "c" / "table2.csv").exists()
+
+
+@pytest.mark.parametrize("args,msg", [(["report", "nope"], "no such run directory"),
+                                      (["report", str(DATA)], "is not a run directory"),
+                                      (["report", str(MINI), "--format", "xml"], "--format must be one of")])
+def test_report_errors_are_one_line(args, msg):
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    assert res.output.strip().count("\n") == 0 and res.output.startswith("error: ") and msg in res.output
+
+
+def test_notebook_runs_against_the_committed_run(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    src = Path(__file__).parent.parent / "notebooks" / "analysis.ipynb"
+    nb = nbformat.read(src, as_version=4)
+    shutil.copytree(MINI, tmp_path / "mini")
+    monkeypatch.setenv("FFFBENCH_RUNS", str(tmp_path / "mini"))
+    monkeypatch.setenv("FFFBENCH_OUT", str(tmp_path / "out"))
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+                            ).execute()
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outs if o.output_type == "error"]
+    outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", "")) for o in outs)
+    assert "Table 2" in outputs and sum("image/png" in o.get("data", {}) for o in outs) >= 3
+    c = cell(R.level_table(R.load(MINI)), batch=256, baseline_hidden=1023, config="FFF 1x9", level="pytorch-bmm")
+    assert f"{c.speedup:.3g}x" in outputs                       # the notebook shows the same numbers
+    assert (tmp_path / "out" / "speedups.png").exists()
