@@ -35,7 +35,7 @@ def _arch() -> str:
 
 def _lib():
     lib = load(SOURCE, _arch())
-    lib.ff_naive_launch.argtypes = [VP] * 5 + [I] * 4 + [VP]
+    lib.ff_naive_launch.argtypes = [VP] * 6 + [I] * 4 + [VP]
     lib.fff_naive_launch.argtypes = [VP] * 5 + [I] * 5 + [VP]
     lib.fff_opt_launch.argtypes = [I] + [VP] * 5 + [I] * 7 + [VP] * 7 + [I, ctypes.POINTER(I), VP]
     return lib
@@ -70,11 +70,15 @@ def build_ff_naive(layer, weights, *, device, dtype):
     import torch
 
     lib, w = _lib(), weights_to(weights, device, dtype)
+    scratch: dict[int, object] = {}  # activations, B * H floats, allocated once per batch size
 
     def fn(x):
-        y = torch.empty(x.shape[0], layer.dout, device=x.device, dtype=x.dtype)
-        _check(lib.ff_naive_launch(_ptr(x), _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]), _ptr(y),
-                                   x.shape[0], layer.width, layer.hidden, layer.dout, _stream()), "ff_naive")
+        B = x.shape[0]
+        if B not in scratch:
+            scratch[B] = torch.empty(B * layer.hidden, device=x.device)
+        y = torch.empty(B, layer.dout, device=x.device, dtype=x.dtype)
+        _check(lib.ff_naive_launch(_ptr(x), _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]), _ptr(y), _ptr(scratch[B]),
+                                   B, layer.width, layer.hidden, layer.dout, _stream()), "ff_naive")
         return y
 
     return CudaKernel(fn, device, dtype)
