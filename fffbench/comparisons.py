@@ -56,7 +56,7 @@ def comparison_table(df: pd.DataFrame, comparisons: list[Comparison], samples: d
     samples = samples or {}
     runs = Runs(prepare(df), {})
     for key, grp in warm(runs.df).groupby(MATCH + ["run"], dropna=False):
-        key = dict(zip(MATCH + ["run"], key))
+        key = dict(zip(MATCH + ["run"], key))  # one regime: CPU wall clock, GPU warm L2 and eager launches
         ff_rows, fff_rows = grp[grp["family"] == "ff"], grp[grp["family"] == "fff"]
         for comp in comparisons:
             if comp.device and comp.device != key["device"]:

@@ -80,7 +80,8 @@ def speedup_data(runs: R.Runs, levels: pd.DataFrame | None = None, best: pd.Data
         if lv.empty:
             continue
         batch = lv["batch"].max()
-        lv, bt = lv[(lv["batch"] == batch) & (lv["config_family"] == "fff")], bt[bt["batch"] == batch]
+        lv = lv[(lv["batch"] == batch) & (lv["config_family"] == "fff")]
+        bt = bt[bt["batch"] == batch] if len(bt) else bt
         common = {"run": run, "machine": runs.machine(run), "batch": batch, "dtype": key["dtype"],
                   "fff": f"{key['trees']}x{key['depth']}"}
         for (device, level), c in lv.groupby(["device", "level"], sort=False):
@@ -253,7 +254,7 @@ def batch_data(runs: R.Runs, best: pd.DataFrame | None = None) -> pd.DataFrame:
     for run in runs.labels:
         key = headline(runs.df[runs.df["run"] == run])
         bt = _select(best, run, key)
-        for device, c in bt.groupby("device", sort=False):
+        for device, c in (bt.groupby("device", sort=False) if len(bt) else []):
             h = matched_hidden(c["ff_hidden"].unique(), key, device, {"cpu": "cpu-l3", "cuda": "gpu-native"}.get(device),
                                best=True)
             for _, r in c[c["ff_hidden"] == h].sort_values("batch").iterrows():
