@@ -165,12 +165,14 @@ def plot_speedups(runs: R.Runs, data: pd.DataFrame | None = None):
     ax.set_title(f"FFF {first['fff']} speedups, batch {first['batch']}, {first['dtype']}: level-matched | best vs best"
                  f"\n{_title(runs, data)}", fontsize=10)
     handles, _ = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color="k", linestyle="--", label="neuron-ratio limit"),
-                Line2D([], [], color="0.25", linestyle=":", linewidth=2, label="roofline limit (measured ceilings)"),
-                Line2D([], [], marker="*", markersize=12, color="goldenrod", markeredgecolor="k", linestyle="none",
-                       label="paper's figure"),
-                Line2D([], [], marker="*", markersize=12, color="white", markeredgecolor="k", linestyle="none",
-                       label="paper's figure (secondary)")]
+    handles += [Line2D([], [], color="k", linestyle="--", label="neuron-ratio limit")]
+    if data["roofline_limit"].notna().any():
+        handles.append(Line2D([], [], color="0.25", linestyle=":", linewidth=2,
+                              label="roofline limit (measured ceilings)"))
+    for secondary, color in ((False, "goldenrod"), (True, "white")):
+        if (data.dropna(subset=["paper"])["paper_secondary"] == secondary).any():
+            handles.append(Line2D([], [], marker="*", markersize=12, color=color, markeredgecolor="k",
+                                  linestyle="none", label="paper's figure" + (" (secondary)" if secondary else "")))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     note = "H: the FF hidden width"
     if data["group"].str.contains("†|‡").any():
@@ -238,7 +240,8 @@ def plot_scaling(runs: R.Runs, data: pd.DataFrame | None = None):
     handles += [Line2D([], [], color="0.3", linestyle=STYLES[k % len(STYLES)], label=f"{r}: {runs.machine(r)}")
                 for k, r in enumerate(run_list)] if len(run_list) > 1 else []
     fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncols=min(len(handles), 5),
-               title="backend (circles: FF, squares: FFF); line style: run", title_fontsize=8)
+               title="backend (circles: FF, squares: FFF)" + ("; line style: run" if len(run_list) > 1 else ""),
+               title_fontsize=8)
     fig.suptitle(f"Cost growth: FF linear in its width, FFF logarithmic in its tree size\n{_title(runs, data)}",
                  fontsize=10)
     return fig, data

@@ -22,7 +22,6 @@ from fffbench.registry import LEVELS
 from fffbench.roofline import floor_seconds, roofline_limit
 from fffbench.runs import GROUP, Runs, fastest, geomean, groups, layer_label, load, pair, warm, where  # noqa: F401
 
-
 # --- the paper's figures (the one place they live) ------------------------------------------------
 
 @dataclass(frozen=True)

@@ -19,6 +19,10 @@ from fffbench.timing.stats import ratio_ci
 GROUP = ["run", "l2", "launch", "dtype", "batch", "width", "dout", "bias", "input", "seed", "threads"]
 
 
+NUMERIC = ["hidden", "depth", "trees", "median_s", "iqr_s", "min_s", "mean_s", "std_s", "ci_low_s", "ci_high_s",
+           "n_samples", "flops", "bytes", "gflops", "gbps", "rel_err", "path_agreement"]
+
+
 def layer_label(r) -> str:
     if r["family"] == "ff":
         return f"FF H={int(r['hidden'])}"
@@ -100,6 +104,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     if "run" not in df:
         df["run"] = df["run_id"]
+    for col in NUMERIC:  # a column of untimed rows only holds None: make it NaN, not object
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["dout"] = df["out_width"].where(df["out_width"].notna(), df["width"]).astype(int)
     parts = [regime_parts(r) for r in df["regime"]]
     df["l2"] = [p[0] for p in parts]

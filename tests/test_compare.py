@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import slowable
 from scipy.stats import mannwhitneyu
 from typer.testing import CliRunner
 
 import fffbench as fb
-import slowable
 from fffbench import compare as C
 from fffbench import report as R
 from fffbench.cli import app

@@ -3,12 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import synthetic
 from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 from typer.testing import CliRunner
 
 import fffbench as fb
-import synthetic
 from fffbench import plots as P
 from fffbench import report as R
 from fffbench.cli import app
@@ -140,6 +140,6 @@ def test_empty_figures_do_not_crash(tmp_path):
     s = parse_suite("name: e\nsweep: {batch: 4, width: 8, device: cuda, threads: 1}\nfff: {depth: 1}\n"
                     "backends: [fff-bmm]\ntiming: {budget_s: 0.01, warmup_s: 0}\n")
     runs = R.load(run_suite(s, out_root=tmp_path, progress=False, ceilings=False).path)
-    for name, fn in P.PLOTS.items():
+    for fn in P.PLOTS.values():
         fig, data = fn(runs)
         assert data.empty and fig.axes

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import synthetic
 from typer.testing import CliRunner
 
 import fffbench as fb
-import synthetic
 from fffbench import render
 from fffbench import report as R
 from fffbench.cli import app
@@ -283,3 +283,22 @@ def test_notebook_runs_against_the_committed_run(tmp_path, monkeypatch):
     c = cell(R.level_table(R.load(MINI)), batch=256, baseline_hidden=1023, config="FFF 1x9", level="pytorch-bmm")
     assert f"{c.speedup:.3g}x" in outputs                       # the notebook shows the same numbers
     assert (tmp_path / "out" / "speedups.png").exists()
+
+
+def test_runs_with_nothing_timed(tmp_path):
+    """An interrupted run with no rows, and a run whose rows were all skipped (no GPU here)."""
+    empty, skipped = tmp_path / "empty", tmp_path / "skipped"
+    for d in (empty, skipped):
+        d.mkdir()
+        for f in ("run.json", "suite.yaml"):
+            shutil.copy(MINI / f, d / f)
+    (empty / "results.jsonl").write_text("")
+    lines = (MINI / "results.jsonl").read_text().splitlines(keepends=True)
+    (skipped / "results.jsonl").write_text("".join(x for x in lines if '"device":"cuda"' in x))
+    for d in (empty, skipped):
+        res = CliRunner().invoke(app, ["report", str(d), "--out", str(d / "report"), "--no-show"])
+        assert res.exit_code == 0, res.output
+        assert (d / "report" / "report.md").exists() and (d / "report" / "speedups.png").exists()
+    assert "Rows not timed" in (skipped / "report" / "report.md").read_text()
+    res = CliRunner().invoke(app, ["compare", str(skipped), str(skipped), "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0 and "not timed" in res.output
