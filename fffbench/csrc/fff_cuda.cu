@@ -80,15 +80,28 @@ template <> struct Vec<__nv_bfloat16> {
 // ------------------------------------------------------------------------------------------
 // Naive level: one thread per row (the paper's CUDA level), fp32, with bounds checks.
 // ------------------------------------------------------------------------------------------
-// Phase 1 keeps each row's activations in a scratch buffer laid out [neuron][row], so the threads
-// of a warp write consecutive addresses; phase 2 sums them against W2 and writes y once. (A y
-// accumulated in global memory per neuron is an order of magnitude slower than the reference code.)
+// One thread per row, looping over neurons. Phase 1 keeps the rows' activations in a scratch
+// buffer laid out [neuron][row] (coalesced writes); phase 2 sums them against W2 and writes y
+// once. With STAGE the warp's 32 input rows sit in shared memory (rows padded by one float: no
+// bank conflicts), since 32 threads reading 32 different rows of x from global memory at every
+// step waste 31 of every 32 sectors fetched and run minutes per call at B = 16384.
+template <bool STAGE>
 __global__ void ff_naive_kernel(const float* __restrict__ x, const float* __restrict__ w1,
                                 const float* __restrict__ b1, const float* __restrict__ w2,
                                 float* __restrict__ y, float* __restrict__ act, int B, int d, int H, int dout) {
+    extern __shared__ float xs[];
     int r = blockIdx.x * blockDim.x + threadIdx.x;
+    const int stride = STAGE ? d + 1 : d;
+    if (STAGE) {
+        const int r0 = blockIdx.x * blockDim.x;
+        for (int t = 0; t < (int)blockDim.x; t++) {
+            if (r0 + t >= B) break;
+            for (int i = threadIdx.x; i < d; i += blockDim.x) xs[t * stride + i] = x[(size_t)(r0 + t) * d + i];
+        }
+        __syncthreads();
+    }
     if (r >= B) return;
-    const float* xr = x + (size_t)r * d;
+    const float* xr = STAGE ? xs + threadIdx.x * stride : x + (size_t)r * d;
     for (int h = 0; h < H; h++) {
         float z = b1[h];
         const float* w = w1 + (size_t)h * d;
@@ -491,7 +504,16 @@ extern "C" {
 // act: scratch of B * H floats
 int ff_naive_launch(const float* x, const float* w1, const float* b1, const float* w2, float* y, float* act,
                     int B, int d, int H, int dout, void* stream) {
-    ff_naive_kernel<<<(B + 31) / 32, 32, 0, (cudaStream_t)stream>>>(x, w1, b1, w2, y, act, B, d, H, dout);
+    int dev = 0, smem_max = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    const size_t bytes = (size_t)32 * (d + 1) * sizeof(float);
+    if (bytes <= (size_t)smem_max) {
+        cudaFuncSetAttribute(ff_naive_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+        ff_naive_kernel<true><<<(B + 31) / 32, 32, bytes, (cudaStream_t)stream>>>(x, w1, b1, w2, y, act, B, d, H, dout);
+    } else {
+        ff_naive_kernel<false><<<(B + 31) / 32, 32, 0, (cudaStream_t)stream>>>(x, w1, b1, w2, y, act, B, d, H, dout);
+    }
     return (int)cudaGetLastError();
 }
 
