@@ -82,7 +82,7 @@ template <> struct Vec<__nv_bfloat16> {
 // ------------------------------------------------------------------------------------------
 // One thread per row, looping over neurons. Phase 1 keeps the rows' activations in a scratch
 // buffer laid out [neuron][row] (coalesced writes); phase 2 sums them against W2 and writes y
-// once. With STAGE the warp's 32 input rows sit in shared memory (rows padded by one float: no
+// once, 32 columns at a time. With STAGE the warp's 32 input rows sit in shared memory (rows padded by one float: no
 // bank conflicts), since 32 threads reading 32 different rows of x from global memory at every
 // step waste 31 of every 32 sectors fetched and run minutes per call at B = 16384.
 template <bool STAGE>
@@ -108,11 +108,20 @@ __global__ void ff_naive_kernel(const float* __restrict__ x, const float* __rest
         for (int i = 0; i < d; i++) z += xr[i] * w[i];
         act[(size_t)h * B + r] = gelu(z);
     }
+    // 32 outputs per pass in registers: the activations are re-read dout/32 times, not dout times
     float* yr = y + (size_t)r * dout;
-    for (int j = 0; j < dout; j++) {
-        float acc = 0.f;
-        for (int h = 0; h < H; h++) acc += act[(size_t)h * B + r] * w2[(size_t)h * dout + j];
-        yr[j] = acc;
+    for (int j0 = 0; j0 < dout; j0 += 32) {
+        float acc[32];
+#pragma unroll
+        for (int jj = 0; jj < 32; jj++) acc[jj] = 0.f;
+        for (int h = 0; h < H; h++) {
+            const float a = act[(size_t)h * B + r];
+            const float* v = w2 + (size_t)h * dout + j0;
+#pragma unroll
+            for (int jj = 0; jj < 32; jj++) if (j0 + jj < dout) acc[jj] += a * v[jj];
+        }
+#pragma unroll
+        for (int jj = 0; jj < 32; jj++) if (j0 + jj < dout) yr[j0 + jj] = acc[jj];
     }
 }
 
