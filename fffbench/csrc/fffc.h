@@ -1,0 +1,114 @@
+/* fffbench C kernels: shared helpers (vector types, exact-erf GELU, bf16 conversion).
+ *
+ * Written with GCC/Clang vector extensions, so the same source compiles to AVX-512, AVX2, NEON or
+ * scalar code depending on -march; x86 non-temporal stores are used where the target has them.
+ */
+#ifndef FFFC_H
+#define FFFC_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define FFFC_INLINE static inline __attribute__((always_inline))
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef uint16_t u16x16u __attribute__((vector_size(32), aligned(2)));
+
+/* ---- exact (erf) GELU in float32 --------------------------------------------------------------
+ * erfc(|u|) by Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with a branch-free expf, so
+ * loops over it vectorise. GELU(z) = z/2 * (1 + erf(z/sqrt2)) = z/2 * (2 - q) for z >= 0 and
+ * z/2 * q for z < 0, q = erfc(|z|/sqrt2): no cancellation for negative z. */
+FFFC_INLINE float fffc_expf(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    /* round to nearest by the 1.5 * 2^23 trick: branch-free and vectorisable on every target */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &e, 4);
+    return p * s;
+}
+
+FFFC_INLINE float fffc_gelu(float z) {
+    float u = __builtin_fabsf(z) * 0.70710678118654752f;
+    float t = 1.0f / (1.0f + 0.3275911f * u);
+    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    float q = poly * fffc_expf(-u * u);
+    return 0.5f * z * (z >= 0.0f ? 2.0f - q : q);
+}
+
+/* ---- vector helpers --------------------------------------------------------------------------- */
+FFFC_INLINE v16 v16_load(const float *p) { return *(const v16u *)p; }
+FFFC_INLINE void v16_store(float *p, v16 v) { *(v16u *)p = v; }
+FFFC_INLINE v16 v16_splat(float a) { return (v16){a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a}; }
+FFFC_INLINE float v16_hsum(v16 v) {
+    typedef float v8 __attribute__((vector_size(32)));
+    typedef float v4 __attribute__((vector_size(16)));
+    v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    v8 b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    v8 c = a + b;
+    v4 d = __builtin_shufflevector(c, c, 0, 1, 2, 3) + __builtin_shufflevector(c, c, 4, 5, 6, 7);
+    return (d[0] + d[2]) + (d[1] + d[3]);
+}
+
+/* bf16 <-> f32: bf16 is the top half of an f32; rounding to nearest even on the way down. */
+FFFC_INLINE float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+FFFC_INLINE uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+FFFC_INLINE v16 v16_load_bf16(const uint16_t *p) {
+    u16x16 h = *(const u16x16u *)p;
+    u32x16 w = __builtin_convertvector(h, u32x16) << 16;
+    return (v16)w;
+}
+FFFC_INLINE u16x16 v16_to_bf16(v16 v) {
+    u32x16 u = (u32x16)v;
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return __builtin_convertvector(u, u16x16);
+}
+
+/* element type of x, weights and y: 0 float32, 1 bfloat16 (fp32 accumulation either way) */
+FFFC_INLINE v16 ldv(const void *p, size_t i, int bf) {
+    return bf ? v16_load_bf16((const uint16_t *)p + i) : v16_load((const float *)p + i);
+}
+FFFC_INLINE float lds(const void *p, size_t i, int bf) {
+    return bf ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline int fffc_threads(int n) {
+#ifdef _OPENMP
+    return n > 0 ? n : omp_get_max_threads();
+#else
+    (void)n;
+    return 1;
+#endif
+}
+
+#endif

@@ -1,0 +1,436 @@
+/* Body of fffc_opt.c, included once per element type: BF (0 float32, 1 bfloat16) and SFX(name). */
+
+/* G dots x_g . w_g in one loop: G independent chains, two accumulators each, so neither the FMA
+ * latency nor one row's dependency on its previous level stalls the core. */
+#define DEF_DOTS(G)                                                                                   \
+    FFFC_INLINE void SFX(dots##G)(const void *const *xr, const void *const *wr, long d, float *out) {  \
+        v16 a0[G], a1[G];                                                                             \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = v16_splat(0.0f);          \
+        long j = 0;                                                                                   \
+        for (; j + 32 <= d; j += 32) {                                                                \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                     \
+                a0[g] += ldv(xr[g], j, BF) * ldv(wr[g], j, BF);                                       \
+                a1[g] += ldv(xr[g], j + 16, BF) * ldv(wr[g], j + 16, BF);                             \
+            }                                                                                         \
+        }                                                                                             \
+        for (; j + 16 <= d; j += 16) {                                                                \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] += ldv(xr[g], j, BF) * ldv(wr[g], j, BF); \
+        }                                                                                             \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                         \
+            float s = v16_hsum(a0[g] + a1[g]);                                                        \
+            for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(wr[g], t, BF);                  \
+            out[g] = s;                                                                               \
+        }                                                                                             \
+    }
+DEF_DOTS(1)
+DEF_DOTS(2)
+DEF_DOTS(3)
+DEF_DOTS(4)
+DEF_DOTS(5)
+DEF_DOTS(6)
+DEF_DOTS(7)
+DEF_DOTS(8)
+#undef DEF_DOTS
+
+static void SFX(dots)(const void *const *xr, const void *const *wr, int G, long d, float *out) {
+    switch (G) {
+    case 1: SFX(dots1)(xr, wr, d, out); break;
+    case 2: SFX(dots2)(xr, wr, d, out); break;
+    case 3: SFX(dots3)(xr, wr, d, out); break;
+    case 4: SFX(dots4)(xr, wr, d, out); break;
+    case 5: SFX(dots5)(xr, wr, d, out); break;
+    case 6: SFX(dots6)(xr, wr, d, out); break;
+    case 7: SFX(dots7)(xr, wr, d, out); break;
+    default: SFX(dots8)(xr, wr, d, out); break;
+    }
+}
+
+/* Walk levels l0..l1 of one tree for G <= 8 rows together. n[g]: the rows' nodes at level l0 (tree
+ * relative), updated in place. Row g's level l goes to nid[g][l] (the absolute W1/W2 row, off + node)
+ * and act[g][l]. pf: prefetch each row's next W1 row (to L2) as soon as it is known. */
+static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const float *b1, long d, long off, long *n,
+                             int l0, int l1, int32_t *const *nid, float *const *act, int pf) {
+    const size_t es = BF ? 2 : 4;
+    const void *wr[8];
+    float z[8];
+    for (int l = l0; l <= l1; l++) {
+        for (int g = 0; g < G; g++) wr[g] = (const char *)w1 + (size_t)(off + n[g]) * d * es;
+        SFX(dots)(xr, wr, G, d, z);
+        for (int g = 0; g < G; g++) {
+            long a = off + n[g];
+            float zz = z[g] + b1[a];
+            nid[g][l] = (int32_t)a;
+            act[g][l] = fffc_gelu(zz);
+            n[g] = 2 * n[g] + 1 + (zz > 0.0f);
+        }
+        if (pf && l < l1)
+            for (int g = 0; g < G; g++) prefetch_row((const char *)w1 + (size_t)(off + n[g]) * d * es, d * es);
+    }
+}
+
+/* The embedding bag for G rows, y_g = sum_p act_g[p] W2[nid_g[p]], column block by column block: the
+ * rows of a group share most of their W2 rows when they come sorted by path, and a block of those
+ * (P x 512 bytes) stays in L1 from one row to the next. */
+static void SFX(bag_group)(int G, int P, long dout, const void *w2, int32_t *const *nid, float *const *act,
+                           void *const *yr, int nt) {
+    long c = 0;
+    for (; c + 128 <= dout; c += 128) {
+        for (int g = 0; g < G; g++) {
+            v16 a0 = v16_splat(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            const int32_t *ni = nid[g];
+            const float *ac = act[g];
+            for (int p = 0; p < P; p++) {
+                size_t o = (size_t)ni[p] * dout + c;
+                v16 s = v16_splat(ac[p]);
+                a0 += s * ldv(w2, o, BF);
+                a1 += s * ldv(w2, o + 16, BF);
+                a2 += s * ldv(w2, o + 32, BF);
+                a3 += s * ldv(w2, o + 48, BF);
+                a4 += s * ldv(w2, o + 64, BF);
+                a5 += s * ldv(w2, o + 80, BF);
+                a6 += s * ldv(w2, o + 96, BF);
+                a7 += s * ldv(w2, o + 112, BF);
+            }
+            void *y = yr[g];
+            store_y(y, c, a0, BF, nt), store_y(y, c + 16, a1, BF, nt), store_y(y, c + 32, a2, BF, nt);
+            store_y(y, c + 48, a3, BF, nt), store_y(y, c + 64, a4, BF, nt), store_y(y, c + 80, a5, BF, nt);
+            store_y(y, c + 96, a6, BF, nt), store_y(y, c + 112, a7, BF, nt);
+        }
+    }
+    for (; c + 16 <= dout; c += 16)
+        for (int g = 0; g < G; g++) {
+            v16 a0 = v16_splat(0.0f);
+            for (int p = 0; p < P; p++) a0 += v16_splat(act[g][p]) * ldv(w2, (size_t)nid[g][p] * dout + c, BF);
+            store_y(yr[g], c, a0, BF, nt);
+        }
+    for (; c < dout; c++)
+        for (int g = 0; g < G; g++) {
+            float s = 0.0f;
+            for (int p = 0; p < P; p++) s += act[g][p] * lds(w2, (size_t)nid[g][p] * dout + c, BF);
+            if (BF)
+                ((uint16_t *)yr[g])[c] = f32_to_bf16(s);
+            else
+                ((float *)yr[g])[c] = s;
+        }
+}
+
+/* Any number of trees and depth. scratch: nid (B*K*(D+1) ints), act (B*K*(D+1) floats). */
+static void SFX(walk_all)(const void *x, long B, long d, long dout, long K, long D, const void *w1, const float *b1,
+                          const void *w2, void *y, int group, int pf, int nt, int nthreads, int32_t *nid,
+                          float *act) {
+    long N = (2L << D) - 1, L = D + 1, P = K * L;
+    const size_t es = BF ? 2 : 4;
+    int G = group < 1 ? 1 : group > 8 ? 8 : group;
+#pragma omp parallel for schedule(static) num_threads(fffc_threads(nthreads))
+    for (long r0 = 0; r0 < B; r0 += G) {
+        int g_n = (int)(B - r0 < G ? B - r0 : G);
+        const void *xr[8];
+        void *yr[8];
+        long n[8];
+        int32_t *ni[8];
+        float *ac[8];
+        for (long k = 0; k < K; k++) {
+            for (int g = 0; g < g_n; g++) {
+                xr[g] = (const char *)x + (size_t)(r0 + g) * d * es, n[g] = 0;
+                ni[g] = nid + (r0 + g) * P + k * L, ac[g] = act + (r0 + g) * P + k * L;
+            }
+            SFX(walk)(xr, g_n, w1, b1, d, k * N, n, 0, (int)D, ni, ac, pf);
+        }
+        for (int g = 0; g < g_n; g++)
+            ni[g] = nid + (r0 + g) * P, ac[g] = act + (r0 + g) * P, yr[g] = (char *)y + (size_t)(r0 + g) * dout * es;
+        SFX(bag_group)(g_n, (int)P, dout, w2, ni, ac, yr, nt);
+    }
+}
+
+/* G <= 8 dots of rows x_g with ONE weight row w (the rows share a node): the weight chunk is loaded
+ * once for all G rows, so a dot costs about one load per FMA instead of two. */
+#define DEF_SDOTS(G)                                                                                   \
+    FFFC_INLINE void SFX(sdots##G)(const void *const *xr, const void *w, long d, float *out) {          \
+        v16 a0[G], a1[G];                                                                              \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = v16_splat(0.0f);           \
+        long j = 0;                                                                                    \
+        for (; j + 32 <= d; j += 32) {                                                                 \
+            v16 w0 = ldv(w, j, BF), w1_ = ldv(w, j + 16, BF);                                          \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
+                a0[g] += ldv(xr[g], j, BF) * w0;                                                       \
+                a1[g] += ldv(xr[g], j + 16, BF) * w1_;                                                 \
+            }                                                                                          \
+        }                                                                                              \
+        for (; j + 16 <= d; j += 16) {                                                                 \
+            v16 w0 = ldv(w, j, BF);                                                                    \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] += ldv(xr[g], j, BF) * w0;       \
+        }                                                                                              \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                          \
+            float s = v16_hsum(a0[g] + a1[g]);                                                         \
+            for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(w, t, BF);                       \
+            out[g] = s;                                                                                \
+        }                                                                                              \
+    }
+DEF_SDOTS(1)
+DEF_SDOTS(2)
+DEF_SDOTS(3)
+DEF_SDOTS(4)
+DEF_SDOTS(5)
+DEF_SDOTS(6)
+DEF_SDOTS(7)
+DEF_SDOTS(8)
+#undef DEF_SDOTS
+
+static void SFX(sdots)(const void *const *xr, const void *w, int G, long d, float *out) {
+    switch (G) {
+    case 1: SFX(sdots1)(xr, w, d, out); break;
+    case 2: SFX(sdots2)(xr, w, d, out); break;
+    case 3: SFX(sdots3)(xr, w, d, out); break;
+    case 4: SFX(sdots4)(xr, w, d, out); break;
+    case 5: SFX(sdots5)(xr, w, d, out); break;
+    case 6: SFX(sdots6)(xr, w, d, out); break;
+    case 7: SFX(sdots7)(xr, w, d, out); break;
+    default: SFX(sdots8)(xr, w, d, out); break;
+    }
+}
+
+/* Node-major walk of a tile of R rows that all sit at node n0 of level l0, down to level l1: at
+ * every level the tile's rows are kept grouped by node (a stable partition per level, i.e. a radix
+ * sort by path), each node's W1 row is loaded once for its rows (sdots), and the next node's W1 row
+ * is prefetched while the current one is used. On return rows[] is sorted by path and seg/segn
+ * (nseg entries) give the groups of rows sharing their node at level l1. Writes nid/act[r*L + l]
+ * for l0 <= l <= l1 and nid[r*L + l1 + 1] (the node below) when l1 < L - 1. */
+static int SFX(tile_walk)(const void *x, long d, const void *w1, const float *b1, int32_t *rows, int R, long n0,
+                          int l0, int l1, int32_t *nid, float *act, long L, int32_t *tmp, int32_t *seg, int32_t *segn,
+                          int32_t *seg2, int32_t *segn2, float *zb, pfq_t *q, int bag_groups) {
+    const size_t es = BF ? 2 : 4, rowb = (size_t)d * es;
+    int nseg = 1;
+    seg[0] = 0, seg[1] = R, segn[0] = (int32_t)n0;
+    /* the next tile's x rows are fetched a few lines per group, spread over this tile's work */
+    long groups = (long)((R + 7) / 8) * (l1 - l0 + 1) + bag_groups;
+    size_t per_group = q ? (q->total + groups - 1) / (groups ? groups : 1) : 0;
+    for (int l = l0; l <= l1; l++) {
+        /* the level's dots, 8 rows at a time across node boundaries: one shared weight row when the
+         * 8 rows sit at one node, else 8 independent dot chains */
+        int s = 0;
+        for (int i0 = 0; i0 < R; i0 += 8) {
+            int G = R - i0 < 8 ? R - i0 : 8;
+            const void *xr[8], *wr[8];
+            float z[8], a8[8], dz[8];
+            if (q) pfq_step(q, per_group);
+            while (seg[s + 1] <= i0) s++;
+            int same = seg[s + 1] >= i0 + G;
+            for (int g = 0, t = s; g < G; g++) {
+                while (seg[t + 1] <= i0 + g) t++;
+                xr[g] = (const char *)x + (size_t)rows[i0 + g] * rowb;
+                wr[g] = (const char *)w1 + (size_t)segn[t] * rowb;
+                z[g] = b1[segn[t]];
+                nid[(size_t)rows[i0 + g] * L + l] = segn[t];
+            }
+            if (same)
+                SFX(sdots)(xr, wr[0], G, d, dz);
+            else
+                SFX(dots)(xr, wr, G, d, dz);
+            for (int g = G; g < 8; g++) z[g] = dz[g] = 0.0f;
+#pragma omp simd
+            for (int g = 0; g < 8; g++) z[g] += dz[g], a8[g] = fffc_gelu(z[g]);
+            for (int g = 0; g < G; g++) zb[i0 + g] = z[g], act[(size_t)rows[i0 + g] * L + l] = a8[g];
+        }
+        /* stable partition of every node's rows into its left and right children */
+        int nseg2 = 0;
+        for (int t = 0; t < nseg; t++) {
+            int lo = seg[t], hi = seg[t + 1], nl = 0, nr = 0;
+            long n = segn[t];
+            for (int i = lo; i < hi; i++) {
+                if (zb[i] > 0.0f)
+                    tmp[hi - 1 - nr++] = rows[i];
+                else
+                    tmp[lo + nl++] = rows[i];
+            }
+            for (int i = 0; i < nl; i++) rows[lo + i] = tmp[lo + i];
+            for (int i = 0; i < nr; i++) rows[lo + nl + i] = tmp[hi - 1 - i];
+            if (l < l1) {
+                if (nl) seg2[nseg2] = lo, segn2[nseg2++] = (int32_t)(2 * n + 1);
+                if (nr) seg2[nseg2] = lo + nl, segn2[nseg2++] = (int32_t)(2 * n + 2);
+            } else if (l1 + 1 < L) {
+                for (int i = 0; i < nl; i++) nid[(size_t)rows[lo + i] * L + l + 1] = (int32_t)(2 * n + 1);
+                for (int i = 0; i < nr; i++) nid[(size_t)rows[lo + nl + i] * L + l + 1] = (int32_t)(2 * n + 2);
+            }
+        }
+        if (l < l1) {
+            seg2[nseg2] = R;
+            int32_t *t = seg;
+            seg = seg2, seg2 = t;
+            t = segn, segn = segn2, segn2 = t;
+            nseg = nseg2;
+        }
+    }
+    return nseg;
+}
+
+/* The embedding bag for a group of G <= 6 rows, y_g = sum_l act_g[l] W2[nid_g[l]], 64 columns at a
+ * time with G x 64 accumulators in registers. Rows come sorted by path, so at most levels the whole
+ * group sits at one node: that W2 chunk is loaded once for all G rows. */
+#define DEF_GBAG(G)                                                                                    \
+    static void SFX(gbag##G)(long dout, const void *w2, const int32_t *const *nid, const float *const *act, \
+                             int L, void *const *yr, int nt) {                                         \
+        uint64_t same = 0;                                                                             \
+        for (int l = 0; l < L; l++) {                                                                  \
+            int eq = 1;                                                                                \
+            for (int g = 1; g < G; g++) eq &= nid[g][l] == nid[0][l];                                  \
+            same |= (uint64_t)eq << l;                                                                 \
+        }                                                                                              \
+        long c = 0;                                                                                    \
+        for (; c + 64 <= dout; c += 64) {                                                              \
+            v16 a[G][4];                                                                               \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a[g][0] = a[g][1] = a[g][2] = a[g][3] = v16_splat(0.0f); \
+            for (int l = 0; l < L; l++) {                                                              \
+                if (same >> l & 1) {                                                                   \
+                    size_t o = (size_t)nid[0][l] * dout + c;                                           \
+                    v16 u0 = ldv(w2, o, BF), u1 = ldv(w2, o + 16, BF), u2 = ldv(w2, o + 32, BF), u3 = ldv(w2, o + 48, BF); \
+                    _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                              \
+                        v16 s = v16_splat(act[g][l]);                                                  \
+                        a[g][0] += s * u0, a[g][1] += s * u1, a[g][2] += s * u2, a[g][3] += s * u3;    \
+                    }                                                                                  \
+                } else {                                                                               \
+                    _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                              \
+                        size_t o = (size_t)nid[g][l] * dout + c;                                       \
+                        v16 s = v16_splat(act[g][l]);                                                  \
+                        a[g][0] += s * ldv(w2, o, BF), a[g][1] += s * ldv(w2, o + 16, BF);             \
+                        a[g][2] += s * ldv(w2, o + 32, BF), a[g][3] += s * ldv(w2, o + 48, BF);        \
+                    }                                                                                  \
+                }                                                                                      \
+            }                                                                                          \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
+                store_y(yr[g], c, a[g][0], BF, nt), store_y(yr[g], c + 16, a[g][1], BF, nt);           \
+                store_y(yr[g], c + 32, a[g][2], BF, nt), store_y(yr[g], c + 48, a[g][3], BF, nt);      \
+            }                                                                                          \
+        }                                                                                              \
+        for (; c + 16 <= dout; c += 16)                                                                \
+            for (int g = 0; g < G; g++) {                                                              \
+                v16 a0 = v16_splat(0.0f);                                                              \
+                for (int l = 0; l < L; l++) a0 += v16_splat(act[g][l]) * ldv(w2, (size_t)nid[g][l] * dout + c, BF); \
+                store_y(yr[g], c, a0, BF, nt);                                                         \
+            }                                                                                          \
+        for (; c < dout; c++)                                                                          \
+            for (int g = 0; g < G; g++) {                                                              \
+                float s = 0.0f;                                                                        \
+                for (int l = 0; l < L; l++) s += act[g][l] * lds(w2, (size_t)nid[g][l] * dout + c, BF); \
+                if (BF)                                                                                \
+                    ((uint16_t *)yr[g])[c] = f32_to_bf16(s);                                           \
+                else                                                                                   \
+                    ((float *)yr[g])[c] = s;                                                           \
+            }                                                                                          \
+    }
+DEF_GBAG(1)
+DEF_GBAG(2)
+DEF_GBAG(3)
+DEF_GBAG(4)
+DEF_GBAG(5)
+DEF_GBAG(6)
+#undef DEF_GBAG
+
+static void SFX(gbag)(int G, long dout, const void *w2, const int32_t *const *nid, const float *const *act, int L,
+                      void *const *yr, int nt) {
+    switch (G) {
+    case 1: SFX(gbag1)(dout, w2, nid, act, L, yr, nt); break;
+    case 2: SFX(gbag2)(dout, w2, nid, act, L, yr, nt); break;
+    case 3: SFX(gbag3)(dout, w2, nid, act, L, yr, nt); break;
+    case 4: SFX(gbag4)(dout, w2, nid, act, L, yr, nt); break;
+    case 5: SFX(gbag5)(dout, w2, nid, act, L, yr, nt); break;
+    default: SFX(gbag6)(dout, w2, nid, act, L, yr, nt); break;
+    }
+}
+
+/* One tree, depth D > S: the two-phase, node-major schedule (see the top of fffc_opt.c).
+ * scratch: nid and act (B*(D+1) each), perm (B), start (2^S + 1), work (WORK_INTS(R) ints per thread). */
+static void SFX(bucket)(const void *x, long B, long d, long dout, long D, const void *w1, const float *b1,
+                        const void *w2, void *y, int S, int R, int pf, int nt, int nthreads, int32_t *nid, float *act,
+                        int32_t *perm, long *start, int32_t *work) {
+    long L = D + 1, T = 1L << S;
+    const size_t es = BF ? 2 : 4, rowb = (size_t)d * es;
+    int nth = fffc_threads(nthreads);
+
+    double t0 = wtime();
+    /* phase 1: each thread a contiguous block of rows, in tiles of R, through the top S levels */
+#pragma omp parallel num_threads(nth)
+    {
+        int id = 0, nthr = 1;
+#ifdef _OPENMP
+        id = omp_get_thread_num(), nthr = omp_get_num_threads();
+#endif
+        int32_t *wk = work + WORK_INTS(R) * (size_t)id;
+        int32_t *rows = wk, *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4,
+                *sn2 = wk + 5 * R + 6;
+        float *zb = (float *)(wk + 6 * R + 8);
+        long lo = B * id / nthr, hi = B * (id + 1) / nthr;
+        for (long r0 = lo; r0 < hi; r0 += R) {
+            int n = (int)(hi - r0 < R ? hi - r0 : R);
+            long nx = r0 + R, nn = hi - nx < R ? hi - nx : R;
+            pfq_t q = {(const char *)x, NULL, nx, nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0};
+            q.total = (size_t)q.n * ((rowb + 63) / 64);
+            for (int i = 0; i < n; i++) rows[i] = (int32_t)(r0 + i);
+            SFX(tile_walk)(x, d, w1, b1, rows, n, 0, 0, S - 1, nid, act, L, tmp, sg, sn, sg2, sn2, zb,
+                           pf ? &q : NULL, 0);
+        }
+    }
+    double t1 = wtime();
+    /* counting sort of the rows by subtree */
+    for (long t = 0; t <= T; t++) start[t] = 0;
+    for (long r = 0; r < B; r++) start[nid[r * L + S] - (T - 1) + 1]++;
+    for (long t = 0; t < T; t++) start[t + 1] += start[t];
+    {
+        long *fill = malloc(sizeof(long) * T);
+        memcpy(fill, start, sizeof(long) * T);
+        for (long r = 0; r < B; r++) perm[fill[nid[r * L + S] - (T - 1)]++] = (int32_t)r;
+        free(fill);
+    }
+    double t2 = wtime();
+    /* phase 2: each thread a contiguous range of the sorted rows (whole subtrees but for the ends), in
+     * tiles of R rows of one subtree; walk the subtree node-major, then the bag per leaf */
+#pragma omp parallel num_threads(nth)
+    {
+        int id = 0, nthr = 1;
+#ifdef _OPENMP
+        id = omp_get_thread_num(), nthr = omp_get_num_threads();
+#endif
+        int32_t *wk = work + WORK_INTS(R) * (size_t)id;
+        int32_t *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4, *sn2 = wk + 5 * R + 6;
+        float *zb = (float *)(wk + 6 * R + 8);
+        long lo = B * id / nthr, hi = B * (id + 1) / nthr;
+        long t = 0;
+        while (t < T && start[t + 1] <= lo) t++;
+        for (long i = lo; i < hi;) {
+            while (start[t + 1] <= i) t++;
+            long e = start[t + 1] < hi ? start[t + 1] : hi;
+            int n = (int)(e - i < R ? e - i : R);
+            /* the next tile: same rule from i + n */
+            long j = i + n, tj = t;
+            int nn = 0;
+            if (j < hi) {
+                while (start[tj + 1] <= j) tj++;
+                long ej = start[tj + 1] < hi ? start[tj + 1] : hi;
+                nn = (int)(ej - j < R ? ej - j : R);
+            }
+            pfq_t q = {(const char *)x, perm + j, 0, nn, rowb, 0, 0, 0, 0};
+            q.total = (size_t)nn * ((rowb + 63) / 64);
+            int32_t *rows = perm + i;
+            int bag_groups = (n + 5) / 6 + 4;
+            int nseg = SFX(tile_walk)(x, d, w1, b1, rows, n, (T - 1) + t, S, (int)D, nid, act, L, tmp, sg, sn, sg2,
+                                      sn2, zb, pf ? &q : NULL, bag_groups);
+            (void)nseg;
+            for (int i0 = 0; i0 < n; i0 += 6) {
+                    int G = n - i0 < 6 ? n - i0 : 6;
+                    const int32_t *ni[6];
+                    const float *ac[6];
+                    void *yr[6];
+                    if (pf) pfq_step(&q, (q.total + bag_groups - 1) / bag_groups);
+                    for (int g = 0; g < G; g++) {
+                        int32_t r = rows[i0 + g];
+                        ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
+                        yr[g] = (char *)y + (size_t)r * dout * es;
+                    }
+                    SFX(gbag)(G, dout, w2, ni, ac, (int)L, yr, nt);
+                }
+            if (pf) pfq_step(&q, q.total);
+            i += n;
+        }
+    }
+    double t3 = wtime();
+    fffc_phase_seconds[0] = t1 - t0, fffc_phase_seconds[1] = t2 - t1, fffc_phase_seconds[2] = t3 - t2;
+}
