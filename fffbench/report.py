@@ -313,7 +313,7 @@ def environment_items(env: dict) -> list[tuple[str, str]]:
     for g in env.get("gpus") or []:
         parts = [(g.get("name"), "{}"), (g.get("capability"), "sm {}"), (g.get("sm_count"), "{} SMs"),
                  (g.get("memory_gib"), "{} GiB"), (g.get("driver"), "driver {}"), (g.get("cuda"), "CUDA {}"),
-                 (g.get("max_clocks_mhz"), "max clocks (SM, memory) {} MHz")]
+                 (g.get("max_clocks_mhz"), "max clocks (SM, memory) {}")]
         items.append((f"GPU {g.get('index', 0)}", ", ".join(f.format(v) for v, f in parts if v is not None)))
     for dev, c in (env.get("ceilings") or {}).items():
         if "error" in c:
