@@ -152,36 +152,49 @@ def _kernels():
                 fff_l2_axpy(w2[k], node, z, a, y)        # batched axpy, then the step down
 
     @pjit
-    def fff_walk(x, w1, b1, w2, y, depth, group):
-        # the optimized walk: groups of rows over threads, the group's levels walked together,
-        # output as an embedding bag over the visited (node, activation) pairs, written once
+    def fff_walk(x, w1, b1, w2, y, depth, top, sub):
+        # the optimized walk in two phases (one tree), as the C kernel's schedule:
+        # phase 1 walks the top S levels of every row; rows are bucketed by their level-S subtree;
+        # phase 2 walks each subtree's rows (its weights stay in the core's L2), then the output
+        # as an embedding bag, written once
         B, d = x.shape
-        KN, dout = w2.shape
-        K = b1.shape[0] // ((2 << depth) - 1)
-        N = KN // K
+        N, dout = w2.shape
+        S = top.shape[1]
         L = depth + 1
-        ngroups = (B + group - 1) // group
-        for gi in nb.prange(ngroups):
-            r0 = gi * group
-            g_n = min(group, B - r0)
-            idx = np.empty((group, K * L), np.int64)
-            act = np.empty((group, K * L), np.float32)
-            for k in range(K):
-                n = np.zeros(group, np.int64)
-                for lvl in range(L):
-                    for g in range(g_n):
-                        a = k * N + n[g]
-                        z = dot(x[r0 + g], w1[a], d) + b1[a]
-                        idx[g, k * L + lvl] = a
-                        act[g, k * L + lvl] = gelu(z)
-                        n[g] = 2 * n[g] + 1 + (1 if z > 0 else 0)
-            for g in range(g_n):
-                yr = y[r0 + g]
-                for c in range(dout):
-                    s = np.float32(0.0)
-                    for p in range(K * L):
-                        s += act[g, p] * w2[idx[g, p], c]
-                    yr[c] = s
+        T = 1 << S
+        for r in nb.prange(B):
+            xr = x[r]
+            n = 0
+            for lvl in range(S):
+                z = dot(xr, w1[n], d) + b1[n]
+                top[r, lvl] = gelu(z)
+                n = 2 * n + 1 + (1 if z > 0 else 0)
+            sub[r] = n - (T - 1)
+        order = np.argsort(sub, kind="mergesort")
+        start = np.zeros(T + 1, np.int64)
+        for r in range(B):
+            start[sub[r] + 1] += 1
+        for t in range(T):
+            start[t + 1] += start[t]
+        for t in nb.prange(T):
+            idx = np.empty(L, np.int64)
+            act = np.empty(L, np.float32)
+            for i in range(start[t], start[t + 1]):
+                r = order[i]
+                xr = x[r]
+                for lvl in range(S):
+                    idx[lvl] = ((1 << lvl) - 1) + (t >> (S - lvl))
+                    act[lvl] = top[r, lvl]
+                n = (T - 1) + t
+                for lvl in range(S, L):
+                    z = dot(xr, w1[n], d) + b1[n]
+                    idx[lvl] = n
+                    act[lvl] = gelu(z)
+                    n = 2 * n + 1 + (1 if z > 0 else 0)
+                yr = y[r]
+                yr[:] = 0.0
+                for p in range(L):
+                    axpy(act[p], w2[idx[p]], yr, dout)
 
     _jit.update(ff_l1=ff_l1, ff_l2=ff_l2, ff_l3=ff_l3, fff_l1=fff_l1, fff_l2=fff_l2, fff_walk=fff_walk)
     return _jit
@@ -278,11 +291,20 @@ def build_fff_l2(layer, weights, *, device, dtype):
 
 @register_backend("fff-numba-opt", family="fff", level="optimized", available=_need_numba)
 def build_fff_opt(layer, weights, *, device, dtype):
-    """Optimized FFF walk in Numba: row groups over threads, levels walked together, output as an
-    embedding bag written once (the C kernel fff-c-opt adds subtree bucketing; see the notes)."""
+    """Optimized FFF in Numba: rows bucketed by subtree (two phases, one tree), each subtree's rows on
+    one thread with its weights in that core's L2, output as an embedding bag written once; other
+    shapes fall back to the Level-1 walk. The C kernel fff-c-opt is the faster of the two (notes/)."""
+    from fffbench.backends.c_cpu import choose_top_levels
+
     k = _kernels()
-    K, N = layer.trees, layer.nodes
-    w1 = _f32(weights["w1"]).reshape(K * N, layer.width)
-    b1 = _f32(weights["b1"]).reshape(K * N)
-    w2 = _f32(weights["w2"]).reshape(K * N, layer.dout)
-    return NumbaKernel(lambda x, y, s: k["fff_walk"](x, w1, b1, w2, y, layer.depth, 4), layer.dout)
+    w1, b1, w2 = _f32(weights["w1"]), _f32(weights["b1"]), _f32(weights["w2"])
+    S = choose_top_levels(layer.depth, layer.width, layer.dout)
+    if layer.trees != 1 or layer.depth <= S:
+        return NumbaKernel(lambda x, y, s: k["fff_l1"](x, w1, b1, w2, y, layer.depth), layer.dout)
+    w1, b1, w2 = w1[0], b1[0], w2[0]
+
+    def scratch(n):
+        return np.empty((n, S), np.float32), np.empty(n, np.int64)
+
+    return NumbaKernel(lambda x, y, s: k["fff_walk"](x, w1, b1, w2, y, layer.depth, s[0], s[1]), layer.dout,
+                       scratch=scratch)

@@ -84,9 +84,13 @@ FFFC_INLINE uint16_t f32_to_bf16(float f) {
     return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 FFFC_INLINE v16 v16_load_bf16(const uint16_t *p) {
+#if defined(__AVX512F__)
+    return (v16)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16);
+#else
     u16x16 h = *(const u16x16u *)p;
     u32x16 w = __builtin_convertvector(h, u32x16) << 16;
     return (v16)w;
+#endif
 }
 FFFC_INLINE u16x16 v16_to_bf16(v16 v) {
     u32x16 u = (u32x16)v;
