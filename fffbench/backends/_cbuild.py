@@ -192,7 +192,7 @@ def _declare(lib):
         "fff_l1": (None, [P, L, L, L, L, L, P, P, P, P, I]),
         "fff_l2": (None, [P, L, L, L, L, L, P, P, P, P, P, P, P, I]),
         "fff_opt_walk": (None, [P, L, L, L, L, L, P, P, P, P, I, I, I, I, I, P, P]),
-        "fff_opt_bucket": (None, [P, L, L, L, L, P, P, P, P, I, I, I, I, I, I, P, P, P, P, P]),
+        "fff_opt_bucket": (None, [P, L, L, L, L, P, P, P, P, I, I, I, I, I, I, I, P, P, P, P, P]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fffbench.backends import _cbuild
-from fffbench.backends._cpu import Buffers, NativeKernel, aligned_empty, threads, to_bf16_bits
+from fffbench.backends._cpu import Buffers, NativeKernel, aligned_empty, resident, threads, to_bf16_bits, zeros_resident
 from fffbench.registry import register_backend
 
 
@@ -36,7 +36,7 @@ class CKernel(NativeKernel):
         self.bf16 = bf16
         self._call = call
         dt = np.uint16 if bf16 else np.float32
-        self._bufs = Buffers(lambda n: (aligned_empty((n, out_width), dt), scratch(n) if scratch else None))
+        self._bufs = Buffers(lambda n: (zeros_resident((n, out_width), dt), scratch(n) if scratch else None))
 
     def prepare(self, x):
         x = super().prepare(x)
@@ -50,7 +50,7 @@ class CKernel(NativeKernel):
 
 
 def _ff_weights(weights):
-    return [np.ascontiguousarray(weights[k], dtype=np.float32) for k in ("w1", "b1", "w2")]
+    return [resident(weights[k], np.float32) for k in ("w1", "b1", "w2")]
 
 
 def _fff_weights(layer, weights, bf16=False):
@@ -60,8 +60,7 @@ def _fff_weights(layer, weights, bf16=False):
     w2 = np.ascontiguousarray(weights["w2"], dtype=np.float32).reshape(K * N, layer.dout)
     if bf16:
         w1, w2 = to_bf16_bits(w1), to_bf16_bits(w2)
-        b1 = np.ascontiguousarray(np.asarray(weights["b1"], np.float32).reshape(K * N))
-    return w1, b1, w2
+    return resident(w1), resident(b1), resident(w2)
 
 
 # ------------------------------------------------------------------------------------------ FF
@@ -105,7 +104,7 @@ def build_ff_l3(layer, weights, *, device, dtype):
         lib.ff_l3(_ptr(x), x.shape[0], layer.width, layer.hidden, layer.dout, _ptr(w1), _ptr(b1), _ptr(w2), _ptr(y),
                   _ptr(h), nt)
 
-    k = CKernel(call, layer.dout, scratch=lambda n: aligned_empty((n, layer.hidden)))
+    k = CKernel(call, layer.dout, scratch=lambda n: zeros_resident((n, layer.hidden)))
     k._keep = (w1, b1, w2)
     return k
 
@@ -168,7 +167,8 @@ def build_fff_l2(layer, weights, *, device, dtype):
 
 #: tuning of fff-c-opt, chosen by measurement (notes/README-cpu.md): rows per tile, rows walked
 #: together in the generic schedule, prefetching, and the smallest batch per subtree worth bucketing
-OPT = {"tile": 128, "group": 4, "prefetch": 0, "min_rows_per_subtree": 16, "top_levels": None}
+OPT = {"tile": 128, "block": 2, "group": 4, "prefetch": 0, "stream_stores": False, "min_rows_per_subtree": 16,
+       "top_levels": None}
 
 
 def choose_top_levels(depth: int, width: int, dout: int) -> int:
@@ -196,7 +196,7 @@ def build_fff_opt(layer, weights, *, device, dtype):
     S = OPT["top_levels"] or choose_top_levels(layer.depth, layer.width, layer.dout)
     S = min(S, layer.depth)
     R = OPT["tile"]
-    nt_ok = int(layer.dout % 16 == 0)
+    nt_ok = int(layer.dout % 16 == 0 and bool(OPT["stream_stores"]))
     L = layer.levels
     max_threads = os.cpu_count() or 1
 
@@ -205,11 +205,11 @@ def build_fff_opt(layer, weights, *, device, dtype):
 
     def scratch(n):
         P = layer.trees * L
-        nid, act = np.empty(n * P, np.int32), np.empty(n * P, np.float32)
+        nid, act = zeros_resident(n * P, np.int32), zeros_resident(n * P, np.float32)
         if not bucketed(n):
             return nid, act, None
-        work = np.empty((8 * R + 8) * max_threads, np.int32)
-        return nid, act, (np.empty(n, np.int32), np.empty((1 << S) + 1, np.int64), work)
+        work = zeros_resident((8 * R + 8) * max_threads, np.int32)
+        return nid, act, (zeros_resident(n, np.int32), np.empty((1 << S) + 1, np.int64), work)
 
     def call(x, y, s, nt):
         B = x.shape[0]
@@ -221,8 +221,8 @@ def build_fff_opt(layer, weights, *, device, dtype):
         else:
             perm, start, work = more
             lib.fff_opt_bucket(_ptr(x), B, layer.width, layer.dout, layer.depth, _ptr(w1), _ptr(b1), _ptr(w2),
-                               _ptr(y), int(bf), S, R, OPT["prefetch"], nt_ok, min(nt, max_threads), _ptr(nid),
-                               _ptr(act), _ptr(perm), _ptr(start), _ptr(work))
+                               _ptr(y), int(bf), S, R, OPT["block"], OPT["prefetch"], nt_ok, min(nt, max_threads),
+                               _ptr(nid), _ptr(act), _ptr(perm), _ptr(start), _ptr(work))
 
     k = CKernel(call, layer.dout, scratch=scratch, bf16=bf, uses_blas=False)
     k._keep = (w1, b1, w2)

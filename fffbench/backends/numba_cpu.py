@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from fffbench.backends._cpu import Buffers, NativeKernel, threads
+from fffbench.backends._cpu import Buffers, NativeKernel, resident, threads, zeros_resident
 from fffbench.registry import register_backend
 
 
@@ -213,7 +213,7 @@ class NumbaKernel(NativeKernel):
         self.numba = numba.__version__
         self.threading_layer = None
         self._call = call
-        self._bufs = Buffers(lambda n: (np.empty((n, out_width), np.float32), scratch(n) if scratch else None))
+        self._bufs = Buffers(lambda n: (zeros_resident((n, out_width)), scratch(n) if scratch else None))
 
     def prepare(self, x):
         x = super().prepare(x)
@@ -235,7 +235,7 @@ class NumbaKernel(NativeKernel):
 
 
 def _f32(a):
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return resident(a, np.float32)
 
 
 @register_backend("ff-numba-l1", family="ff", level="cpu-l1", available=_need_numba)
@@ -259,9 +259,9 @@ def build_ff_l2(layer, weights, *, device, dtype):
 def build_ff_l3(layer, weights, *, device, dtype):
     """FF CPU Level 3 in Numba: two BLAS sgemm (np.dot) and a threaded GELU; hidden buffer made once."""
     k = _kernels()
-    w1t, b1, w2 = np.asfortranarray(_f32(weights["w1"]).T), _f32(weights["b1"]), _f32(weights["w2"])
+    w1t, b1, w2 = _f32(weights["w1"]).T, _f32(weights["b1"]), _f32(weights["w2"])
     return NumbaKernel(lambda x, y, h: k["ff_l3"](x, w1t, b1, w2, y, h), layer.dout,
-                       scratch=lambda n: np.empty((n, layer.hidden), np.float32))
+                       scratch=lambda n: zeros_resident((n, layer.hidden)))
 
 
 @register_backend("fff-numba-l1", family="fff", level="cpu-l1", available=_need_numba)

@@ -113,8 +113,9 @@ void fff_opt_walk(const void *x, long B, long d, long dout, long K, long D, cons
 }
 
 void fff_opt_bucket(const void *x, long B, long d, long dout, long D, const void *w1, const float *b1,
-                    const void *w2, void *y, int bf, int S, int R, int pf, int nt, int nthreads, int32_t *nid,
+                    const void *w2, void *y, int bf, int S, int R, int blk, int pf, int nt, int nthreads, int32_t *nid,
                     float *act, int32_t *perm, long *start, int32_t *work) {
-    (bf ? bucket_bf16 : bucket_f32)(x, B, d, dout, D, w1, b1, w2, y, S, R, pf, nt, nthreads, nid, act, perm, start,
-                                    work);
+    blk = blk < 1 ? 1 : blk > 3 ? 3 : blk;
+    (bf ? bucket_bf16 : bucket_f32)(x, B, d, dout, D, w1, b1, w2, y, S, R, blk, pf, nt, nthreads, nid, act, perm,
+                                    start, work);
 }
