@@ -16,13 +16,15 @@
  *                 rows are counting-sorted by their level-S subtree; phase 2 gives each thread a
  *                 contiguous run of subtrees, and a subtree's W1 and W2 rows are loaded into that
  *                 core's L2 once for all of its rows instead of once per row from L3 or DRAM.
- *                 Within a tile of rows both phases are node-major: at every level the tile's rows
- *                 are kept grouped by node (a stable partition per level), so a node's W1 row is
- *                 loaded once for all of its rows (one load per FMA instead of two), and the bag runs
- *                 over rows sorted by path, loading a W2 chunk once for a group of rows at one node.
- *                 The next tile's x rows are prefetched, a few lines at a time, during this tile.
- *                 The price is a second read of x (phase 2): 175 MB of memory traffic per call at
- *                 B = 16384 against 126 MB compulsory.
+ *                 Both phases work on tiles of rows, node-major: the tile's rows are kept grouped by
+ *                 node (a stable partition per block of levels, i.e. a radix sort by path), and a
+ *                 group's x rows are streamed once per block of two levels against the block's three
+ *                 W1 rows (so x passes through L1 once per two levels, and each W1 load feeds several
+ *                 rows); the rows then walk the block in registers. The output is an embedding bag,
+ *                 computed for each group of rows as soon as its walk ends: the group shares every
+ *                 node above its last block, so most W2 chunks are loaded once for all its rows.
+ *                 The price of bucketing is a second read of x (phase 2): about 175 MB of memory
+ *                 traffic per call at B = 16384 against 126 MB compulsory.
  */
 #include "fffc.h"
 
@@ -47,6 +49,14 @@ static inline void pfq_step(pfq_t *q, size_t lines) {
         if (q->o >= q->rowb) q->o = 0, q->r++;
     }
 }
+
+/* where the bag writes: fused into the last block of the walk */
+typedef struct {
+    const void *w2;
+    void *y;
+    long dout;
+    int nt;
+} bag_t;
 
 #define WORK_INTS(R) (8 * (size_t)(R) + 8)
 

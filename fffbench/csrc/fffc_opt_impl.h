@@ -189,145 +189,6 @@ static void SFX(sdots)(const void *const *xr, const void *w, int G, long d, floa
     }
 }
 
-/* Dots of G rows with the M = 2^b - 1 weight rows of a b-level block of the tree (its root, the
- * root's children, ...): one pass over the rows' x for b levels. Per 16 columns: M weight loads and
- * G x loads feed G*M FMAs, all accumulators in registers (b = 3, G = 3: 10 loads for 21 FMAs). The
- * extra FMAs (7 dots for 3 levels) are cheaper than streaming x through L1 three times. */
-#define DEF_BDOTS(M, G)                                                                                \
-    static void SFX(bdots_##M##_##G)(const void *const *xr, const void *const *wr, long d, float *out) { \
-        v16 acc[G][M];                                                                                 \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] = v16_splat(0.0f);           \
-        long j = 0;                                                                                    \
-        for (; j + 16 <= d; j += 16) {                                                                 \
-            v16 w[M];                                                                                  \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) w[m] = ldv(wr[m], j, BF);              \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
-                v16 xv = ldv(xr[g], j, BF);                                                            \
-                _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] += xv * w[m];            \
-            }                                                                                          \
-        }                                                                                              \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) {                                      \
-                float s = v16_hsum(acc[g][m]);                                                         \
-                for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(wr[m], t, BF);               \
-                out[g * 8 + m] = s;                                                                    \
-            }                                                                                          \
-    }
-DEF_BDOTS(7, 1)
-DEF_BDOTS(7, 2)
-DEF_BDOTS(7, 3)
-DEF_BDOTS(3, 1)
-DEF_BDOTS(3, 2)
-DEF_BDOTS(3, 3)
-DEF_BDOTS(3, 4)
-DEF_BDOTS(3, 5)
-DEF_BDOTS(3, 6)
-#undef DEF_BDOTS
-
-/* max rows per call of bdots for a block of b levels */
-static inline int SFX(bdots_rows)(int b) { return b == 3 ? 3 : b == 2 ? 6 : 8; }
-
-static void SFX(bdots)(int b, int G, const void *const *xr, const void *const *wr, long d, float *out) {
-    if (b == 1) {
-        float z[8];
-        SFX(sdots)(xr, wr[0], G, d, z);
-        for (int g = 0; g < G; g++) out[g * 8] = z[g];
-        return;
-    }
-    if (b == 3) {
-        switch (G) {
-        case 1: SFX(bdots_7_1)(xr, wr, d, out); break;
-        case 2: SFX(bdots_7_2)(xr, wr, d, out); break;
-        default: SFX(bdots_7_3)(xr, wr, d, out); break;
-        }
-        return;
-    }
-    switch (G) {
-    case 1: SFX(bdots_3_1)(xr, wr, d, out); break;
-    case 2: SFX(bdots_3_2)(xr, wr, d, out); break;
-    case 3: SFX(bdots_3_3)(xr, wr, d, out); break;
-    case 4: SFX(bdots_3_4)(xr, wr, d, out); break;
-    case 5: SFX(bdots_3_5)(xr, wr, d, out); break;
-    default: SFX(bdots_3_6)(xr, wr, d, out); break;
-    }
-}
-
-/* Node-major walk of a tile of R rows that all sit at node n0 of level l0, down to level l1, in
- * blocks of up to three levels. At every block the tile's rows are grouped by their node at the
- * block's first level (a stable partition per block, i.e. a radix sort by path); each group's x
- * rows are streamed once per block against the block's 1, 3 or 7 W1 rows (bdots), and the rows
- * then walk the block's levels in registers. On return rows[] is sorted by path. Writes nid/act
- * [r*L + l] for l0 <= l <= l1 and nid[r*L + l1 + 1] (the node below) when l1 < L - 1. `q`: the next
- * tile's x rows, prefetched a few lines per group; bag_groups: extra steps the caller will take. */
-static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b1, int32_t *rows, int R, long n0,
-                           int l0, int l1, int32_t *nid, float *act, long L, int32_t *tmp, int32_t *seg,
-                           int32_t *segn, int32_t *seg2, int32_t *segn2, int32_t *leaf, int blk, pfq_t *q,
-                           int bag_groups) {
-    const size_t es = BF ? 2 : 4, rowb = (size_t)d * es;
-    int nseg = 1;
-    seg[0] = 0, seg[1] = R, segn[0] = (int32_t)n0;
-    long groups = bag_groups;
-    for (int l = l0; l <= l1; l += blk) {
-        int b = l1 - l + 1 < blk ? l1 - l + 1 : blk;
-        groups += (R + SFX(bdots_rows)(b) - 1) / SFX(bdots_rows)(b) + nseg;
-    }
-    size_t per_group = q ? (q->total + groups - 1) / (groups ? groups : 1) : 0;
-    for (int l = l0; l <= l1; l += blk) {
-        int b = l1 - l + 1 < blk ? l1 - l + 1 : blk, M = (1 << b) - 1, GM = SFX(bdots_rows)(b);
-        int nseg2 = 0;
-        for (int s = 0; s < nseg; s++) {
-            int lo = seg[s], hi = seg[s + 1];
-            long n = segn[s];
-            /* the block's nodes in heap order: n; 2n+1, 2n+2; 4n+3 .. 4n+6 */
-            const void *wr[7];
-            long node[7];
-            for (int m = 0; m < M; m++) {
-                int lev = m == 0 ? 0 : m < 3 ? 1 : 2;
-                long first = (1L << lev) - 1;
-                node[m] = (n << lev) + ((1L << lev) - 1) + (m - first);
-                wr[m] = (const char *)w1 + (size_t)node[m] * rowb;
-            }
-            for (int i0 = lo; i0 < hi; i0 += GM) {
-                int G = hi - i0 < GM ? hi - i0 : GM;
-                const void *xr[8];
-                float z[64];
-                if (q) pfq_step(q, per_group);
-                for (int g = 0; g < G; g++) xr[g] = (const char *)x + (size_t)rows[i0 + g] * rowb;
-                SFX(bdots)(b, G, xr, wr, d, z);
-                for (int g = 0; g < G; g++) {
-                    int32_t r = rows[i0 + g];
-                    int loc = 0;
-                    for (int k = 0; k < b; k++) {
-                        float zz = z[g * 8 + loc] + b1[node[loc]];
-                        nid[(size_t)r * L + l + k] = (int32_t)node[loc];
-                        act[(size_t)r * L + l + k] = fffc_gelu(zz);
-                        loc = 2 * loc + 1 + (zz > 0.0f);
-                    }
-                    leaf[i0 + g] = loc - M; /* 0 .. 2^b - 1: the child block the row goes to */
-                    if (l + b > l1 && l1 + 1 < L) nid[(size_t)r * L + l1 + 1] = (int32_t)((n << b) + M + (loc - M));
-                }
-            }
-            /* stable partition of the group's rows by the node they reach below the block */
-            int cnt[9] = {0};
-            for (int i = lo; i < hi; i++) cnt[leaf[i] + 1]++;
-            for (int c = 0; c < (1 << b); c++) cnt[c + 1] += cnt[c];
-            for (int c = 0; c < (1 << b); c++)
-                if (cnt[c + 1] > cnt[c] && l + b <= l1)
-                    seg2[nseg2] = lo + cnt[c], segn2[nseg2++] = (int32_t)((n << b) + ((1L << b) - 1) + c);
-            for (int i = lo; i < hi; i++) tmp[lo + cnt[leaf[i]]++] = rows[i];
-            for (int i = lo; i < hi; i++) rows[i] = tmp[i];
-        }
-        if (l + b <= l1) {
-            seg2[nseg2] = R;
-            int32_t *t = seg;
-            seg = seg2, seg2 = t;
-            t = segn, segn = segn2, segn2 = t;
-            nseg = nseg2;
-        }
-    }
-}
-
 /* The embedding bag for a group of G <= 6 rows, y_g = sum_l act_g[l] W2[nid_g[l]], 64 columns at a
  * time with G x 64 accumulators in registers. Rows come sorted by path, so at most levels the whole
  * group sits at one node: that W2 chunk is loaded once for all G rows. */
@@ -402,6 +263,160 @@ static void SFX(gbag)(int G, long dout, const void *w2, const int32_t *const *ni
     }
 }
 
+/* Dots of G rows with the M = 2^b - 1 weight rows of a b-level block of the tree (its root, the
+ * root's children, ...): one pass over the rows' x for b levels. Per 16 columns: M weight loads and
+ * G x loads feed G*M FMAs, all accumulators in registers (b = 3, G = 3: 10 loads for 21 FMAs). The
+ * extra FMAs (7 dots for 3 levels) are cheaper than streaming x through L1 three times. */
+#define DEF_BDOTS(M, G)                                                                                \
+    static void SFX(bdots_##M##_##G)(const void *const *xr, const void *const *wr, long d, float *out) { \
+        v16 acc[G][M];                                                                                 \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
+            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] = v16_splat(0.0f);           \
+        long j = 0;                                                                                    \
+        for (; j + 16 <= d; j += 16) {                                                                 \
+            v16 w[M];                                                                                  \
+            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) w[m] = ldv(wr[m], j, BF);              \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
+                v16 xv = ldv(xr[g], j, BF);                                                            \
+                _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] += xv * w[m];            \
+            }                                                                                          \
+        }                                                                                              \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
+            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) {                                      \
+                float s = v16_hsum(acc[g][m]);                                                         \
+                for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(wr[m], t, BF);               \
+                out[g * 8 + m] = s;                                                                    \
+            }                                                                                          \
+    }
+DEF_BDOTS(7, 1)
+DEF_BDOTS(7, 2)
+DEF_BDOTS(7, 3)
+DEF_BDOTS(3, 1)
+DEF_BDOTS(3, 2)
+DEF_BDOTS(3, 3)
+DEF_BDOTS(3, 4)
+DEF_BDOTS(3, 5)
+DEF_BDOTS(3, 6)
+#undef DEF_BDOTS
+
+/* max rows per call of bdots for a block of b levels */
+static inline int SFX(bdots_rows)(int b) { return b == 3 ? 3 : b == 2 ? 6 : 8; }
+
+static void SFX(bdots)(int b, int G, const void *const *xr, const void *const *wr, long d, float *out) {
+    if (b == 1) {
+        float z[8];
+        SFX(sdots)(xr, wr[0], G, d, z);
+        for (int g = 0; g < G; g++) out[g * 8] = z[g];
+        return;
+    }
+    if (b == 3) {
+        switch (G) {
+        case 1: SFX(bdots_7_1)(xr, wr, d, out); break;
+        case 2: SFX(bdots_7_2)(xr, wr, d, out); break;
+        default: SFX(bdots_7_3)(xr, wr, d, out); break;
+        }
+        return;
+    }
+    switch (G) {
+    case 1: SFX(bdots_3_1)(xr, wr, d, out); break;
+    case 2: SFX(bdots_3_2)(xr, wr, d, out); break;
+    case 3: SFX(bdots_3_3)(xr, wr, d, out); break;
+    case 4: SFX(bdots_3_4)(xr, wr, d, out); break;
+    case 5: SFX(bdots_3_5)(xr, wr, d, out); break;
+    default: SFX(bdots_3_6)(xr, wr, d, out); break;
+    }
+}
+
+/* Node-major walk of a tile of R rows that all sit at node n0 of level l0, down to level l1, in
+ * blocks of up to three levels. At every block the tile's rows are grouped by their node at the
+ * block's first level (a stable partition per block, i.e. a radix sort by path); each group's x
+ * rows are streamed once per block against the block's 1, 3 or 7 W1 rows (bdots), and the rows
+ * then walk the block's levels in registers. On return rows[] is sorted by path. Writes nid/act
+ * [r*L + l] for l0 <= l <= l1 and nid[r*L + l1 + 1] (the node below) when l1 < L - 1. `q`: the next
+ * tile's x rows, prefetched a few lines per group. `bag`: if given, the output rows of every group of
+ * rows are computed as soon as their walk ends (their nodes and activations still in L1; the group
+ * shares every node above the last block, so most W2 chunks are loaded once for all its rows). */
+static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b1, int32_t *rows, int R, long n0,
+                           int l0, int l1, int32_t *nid, float *act, long L, int32_t *tmp, int32_t *seg,
+                           int32_t *segn, int32_t *seg2, int32_t *segn2, int32_t *leaf, int blk, pfq_t *q,
+                           const bag_t *bag) {
+    const size_t es = BF ? 2 : 4, rowb = (size_t)d * es;
+    int nseg = 1;
+    seg[0] = 0, seg[1] = R, segn[0] = (int32_t)n0;
+    long groups = 0;
+    for (int l = l0; l <= l1; l += blk) {
+        int b = l1 - l + 1 < blk ? l1 - l + 1 : blk;
+        groups += (R + SFX(bdots_rows)(b) - 1) / SFX(bdots_rows)(b) + nseg;
+    }
+    size_t per_group = q ? (q->total + groups - 1) / (groups ? groups : 1) : 0;
+    for (int l = l0; l <= l1; l += blk) {
+        int b = l1 - l + 1 < blk ? l1 - l + 1 : blk, M = (1 << b) - 1, GM = SFX(bdots_rows)(b);
+        int nseg2 = 0;
+        for (int s = 0; s < nseg; s++) {
+            int lo = seg[s], hi = seg[s + 1];
+            long n = segn[s];
+            /* the block's nodes in heap order: n; 2n+1, 2n+2; 4n+3 .. 4n+6 */
+            const void *wr[7];
+            long node[7];
+            for (int m = 0; m < M; m++) {
+                int lev = m == 0 ? 0 : m < 3 ? 1 : 2;
+                long first = (1L << lev) - 1;
+                node[m] = (n << lev) + ((1L << lev) - 1) + (m - first);
+                wr[m] = (const char *)w1 + (size_t)node[m] * rowb;
+            }
+            for (int i0 = lo; i0 < hi; i0 += GM) {
+                int G = hi - i0 < GM ? hi - i0 : GM;
+                const void *xr[8];
+                float z[64];
+                if (q) pfq_step(q, per_group);
+                for (int g = 0; g < G; g++) xr[g] = (const char *)x + (size_t)rows[i0 + g] * rowb;
+                SFX(bdots)(b, G, xr, wr, d, z);
+                for (int g = 0; g < G; g++) {
+                    int32_t r = rows[i0 + g];
+                    int loc = 0;
+                    for (int k = 0; k < b; k++) {
+                        float zz = z[g * 8 + loc] + b1[node[loc]];
+                        nid[(size_t)r * L + l + k] = (int32_t)node[loc];
+                        act[(size_t)r * L + l + k] = fffc_gelu(zz);
+                        loc = 2 * loc + 1 + (zz > 0.0f);
+                    }
+                    leaf[i0 + g] = loc - M; /* 0 .. 2^b - 1: the child block the row goes to */
+                    if (l + b > l1 && l1 + 1 < L) nid[(size_t)r * L + l1 + 1] = (int32_t)((n << b) + M + (loc - M));
+                }
+                if (bag && l + b > l1)
+                    for (int g0 = 0; g0 < G; g0 += 6) {
+                        int Gb = G - g0 < 6 ? G - g0 : 6;
+                        const int32_t *ni[6];
+                        const float *ac[6];
+                        void *yr[6];
+                        for (int g = 0; g < Gb; g++) {
+                            int32_t r = rows[i0 + g0 + g];
+                            ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
+                            yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
+                        }
+                        SFX(gbag)(Gb, bag->dout, bag->w2, ni, ac, (int)L, yr, bag->nt);
+                    }
+            }
+            /* stable partition of the group's rows by the node they reach below the block */
+            int cnt[9] = {0};
+            for (int i = lo; i < hi; i++) cnt[leaf[i] + 1]++;
+            for (int c = 0; c < (1 << b); c++) cnt[c + 1] += cnt[c];
+            for (int c = 0; c < (1 << b); c++)
+                if (cnt[c + 1] > cnt[c] && l + b <= l1)
+                    seg2[nseg2] = lo + cnt[c], segn2[nseg2++] = (int32_t)((n << b) + ((1L << b) - 1) + c);
+            for (int i = lo; i < hi; i++) tmp[lo + cnt[leaf[i]]++] = rows[i];
+            for (int i = lo; i < hi; i++) rows[i] = tmp[i];
+        }
+        if (l + b <= l1) {
+            seg2[nseg2] = R;
+            int32_t *t = seg;
+            seg = seg2, seg2 = t;
+            t = segn, segn = segn2, segn2 = t;
+            nseg = nseg2;
+        }
+    }
+}
+
 /* One tree, depth D > S: the two-phase, node-major schedule (see the top of fffc_opt.c).
  * scratch: nid and act (B*(D+1) each), perm (B), start (2^S + 1), work (WORK_INTS(R) ints per thread). */
 static void SFX(bucket)(const void *x, long B, long d, long dout, long D, const void *w1, const float *b1,
@@ -431,7 +446,7 @@ static void SFX(bucket)(const void *x, long B, long d, long dout, long D, const 
             q.total = (size_t)q.n * ((rowb + 63) / 64);
             for (int i = 0; i < n; i++) rows[i] = (int32_t)(r0 + i);
             SFX(tile_walk)(x, d, w1, b1, rows, n, 0, 0, S - 1, nid, act, L, tmp, sg, sn, sg2, sn2, leaf, blk,
-                           pf ? &q : NULL, 0);
+                           pf ? &q : NULL, NULL);
         }
     }
     double t1 = wtime();
@@ -475,22 +490,9 @@ static void SFX(bucket)(const void *x, long B, long d, long dout, long D, const 
             pfq_t q = {(const char *)x, perm + j, 0, nn, rowb, 0, 0, 0, 0};
             q.total = (size_t)nn * ((rowb + 63) / 64);
             int32_t *rows = perm + i;
-            int bag_groups = (n + 5) / 6 + 4;
+            bag_t bag = {w2, y, dout, nt};
             SFX(tile_walk)(x, d, w1, b1, rows, n, (T - 1) + t, S, (int)D, nid, act, L, tmp, sg, sn, sg2, sn2, leaf,
-                           blk, pf ? &q : NULL, bag_groups);
-            for (int i0 = 0; i0 < n; i0 += 6) {
-                    int G = n - i0 < 6 ? n - i0 : 6;
-                    const int32_t *ni[6];
-                    const float *ac[6];
-                    void *yr[6];
-                    if (pf) pfq_step(&q, (q.total + bag_groups - 1) / bag_groups);
-                    for (int g = 0; g < G; g++) {
-                        int32_t r = rows[i0 + g];
-                        ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
-                        yr[g] = (char *)y + (size_t)r * dout * es;
-                    }
-                    SFX(gbag)(G, dout, w2, ni, ac, (int)L, yr, nt);
-                }
+                           blk, pf ? &q : NULL, &bag);
             if (pf) pfq_step(&q, q.total);
             i += n;
         }
