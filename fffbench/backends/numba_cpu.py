@@ -18,21 +18,24 @@ from fffbench.registry import register_backend
 
 
 def _need_numba(device):
+    import importlib.util
+
     try:
-        import numba  # noqa: F401
-    except ImportError:
-        return "numba is not installed (pip install 'fffbench[numba]')"
-    return None
+        found = importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):  # e.g. sys.modules["numba"] is None
+        found = False
+    return None if found else "numba is not installed (pip install 'fffbench[numba]')"
 
 
+# Kernels are defined on first use (numba is optional and slow to import) but as module globals,
+# not closures, so that Numba's on-disk cache finds them again in the next process.
 _FM = {"reassoc", "contract"}
-_jit = {}
+nb = None
 
 
-def _kernels():
-    """Compile-on-demand kernels (numba is optional, so nothing is defined at import)."""
-    if _jit:
-        return _jit
+def _define():
+    global nb, njit, pjit, inv_sqrt2, half, one, gelu, dot, axpy, ff_l1, ff_l2, gelu_bias_rows, ff_l3
+    global fff_l1, fff_l2_gemv, fff_l2_gelu, fff_l2_axpy, zero_rows, fff_l2, fff_walk
     import numba as nb
 
     njit = nb.njit(cache=True, fastmath=_FM, nogil=True)
@@ -170,12 +173,16 @@ def _kernels():
                 top[r, lvl] = gelu(z)
                 n = 2 * n + 1 + (1 if z > 0 else 0)
             sub[r] = n - (T - 1)
-        order = np.argsort(sub, kind="mergesort")
         start = np.zeros(T + 1, np.int64)
         for r in range(B):
             start[sub[r] + 1] += 1
         for t in range(T):
             start[t + 1] += start[t]
+        fill = start[:T].copy()
+        order = np.empty(B, np.int64)
+        for r in range(B):  # counting sort by subtree
+            order[fill[sub[r]]] = r
+            fill[sub[r]] += 1
         for t in nb.prange(T):
             idx = np.empty(L, np.int64)
             act = np.empty(L, np.float32)
@@ -196,8 +203,14 @@ def _kernels():
                 for p in range(L):
                     axpy(act[p], w2[idx[p]], yr, dout)
 
-    _jit.update(ff_l1=ff_l1, ff_l2=ff_l2, ff_l3=ff_l3, fff_l1=fff_l1, fff_l2=fff_l2, fff_walk=fff_walk)
-    return _jit
+
+
+
+
+def _kernels():
+    if nb is None:
+        _define()
+    return dict(ff_l1=ff_l1, ff_l2=ff_l2, ff_l3=ff_l3, fff_l1=fff_l1, fff_l2=fff_l2, fff_walk=fff_walk)
 
 
 def _set_threads(n: int) -> None:
