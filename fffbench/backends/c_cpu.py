@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fffbench.backends import _cbuild
-from fffbench.backends._cpu import Buffers, NativeKernel, aligned_empty, resident, threads, to_bf16_bits, zeros_resident
+from fffbench.backends._cpu import Buffers, NativeKernel, resident, threads, to_bf16_bits, zeros_resident
 from fffbench.registry import register_backend
 
 
