@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import functools
 import glob
 import hashlib
 import json
@@ -360,18 +359,3 @@ def reason_blas() -> str | None:
     except BuildError as e:
         return str(e)
     return None
-
-
-@functools.lru_cache(maxsize=1)
-def l2_bytes() -> int:
-    """Per-core L2 size (for the bucketed kernel's subtree choice); 1 MiB if unknown."""
-    for idx in range(6):
-        base = Path(f"/sys/devices/system/cpu/cpu0/cache/index{idx}")
-        try:
-            if (base / "level").read_text().strip() == "2":
-                s = (base / "size").read_text().strip().upper()
-                mult = {"K": 1024, "M": 2 ** 20}.get(s[-1], 1)
-                return int(s.rstrip("KM")) * mult
-        except (OSError, ValueError):
-            continue
-    return 2 ** 20
