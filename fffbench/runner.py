@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import re
+import time
 from dataclasses import asdict, dataclass
 
 from fffbench import env as envmod
@@ -125,9 +126,13 @@ def _measure(task: Task, row: dict, data, suite: Suite):
         with pinned_threads(c.threads):
             kernel = backend.build(c.layer, weights, device=c.device, dtype=c.dtype)
             xn = kernel.prepare(x)
+            t0 = time.perf_counter()
             y = kernel.run(xn)
             kernel.synchronize()
+            gate_s = time.perf_counter() - t0  # the gate's call is the untimed first call (JIT, init)
             chk = check_output(kernel.to_numpy(y), ref, c.dtype, c.family)
+            row["impl"] = "; ".join(str(v) for v in (getattr(kernel, "blas", None), getattr(kernel, "build_info", None))
+                                    if v)
             del y
             row |= {"rel_err": chk.rel_err, "max_row_err": chk.max_row_err,
                     "path_agreement": chk.path_agreement, "decisive_frac": chk.decisive_frac}
@@ -144,7 +149,7 @@ def _measure(task: Task, row: dict, data, suite: Suite):
             else:
                 from fffbench.timing.cpu import time_cpu
 
-                t = time_cpu(kernel, xn, suite.timing)
+                t = time_cpu(kernel, xn, suite.timing, first_s=gate_s)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # a failing backend becomes a row, never a crashed run

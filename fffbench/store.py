@@ -1,6 +1,7 @@
 """The result store: ``results/<run-id>/`` with append-only JSON-lines files.
 
-- ``results.jsonl``: one row per (case, backend, regime), long format, every suite axis in columns;
+- ``results.jsonl``: one row per (case, backend, regime), long format, every suite axis in columns
+  (``impl`` names what a native backend ran on: its BLAS library and compiler build);
 - ``samples.jsonl``: the raw per-call seconds of each timed row, keyed by ``row_id``;
 - ``run.json``: the environment record, the command line, the suite file's path and hash;
 - ``suite.yaml``: a copy of the suite, so ``--resume RUN_DIR`` needs nothing else.
@@ -26,7 +27,7 @@ STATUSES = ("ok", "wrong", "skipped", "error")
 COLUMNS = (
     "run_id", "row_id", "case_id", "suite", "family", "width", "hidden", "depth", "trees", "out_width", "bias",
     "neurons_total", "neurons_used", "batch", "dtype", "device", "input", "seed", "threads",
-    "backend", "backend_family", "level", "regime", "timer", "status", "reason",
+    "backend", "backend_family", "level", "impl", "regime", "timer", "status", "reason",
     "rel_err", "max_row_err", "path_agreement", "decisive_frac",
     "n_samples", "number", "median_s", "iqr_s", "min_s", "mean_s", "std_s", "ci_low_s", "ci_high_s", "noisy",
     "flops", "bytes", "gflops", "gbps", "host", "started_at", "finished_at",

@@ -11,11 +11,15 @@ import time
 from fffbench.timing import Timing, TimingConfig, plan_reps
 
 
-def time_cpu(kernel, x_native, cfg: TimingConfig) -> Timing:
+def time_cpu(kernel, x_native, cfg: TimingConfig, first_s: float | None = None) -> Timing:
+    """``first_s``: the duration of a call already made (the correctness gate's), which then
+    serves as the untimed first call; otherwise one is made here."""
     run = kernel.run
-    t0 = time.perf_counter()
-    run(x_native)  # first call: JIT, lazy init, page faults; never timed
-    first = time.perf_counter() - t0
+    if first_s is None:
+        t0 = time.perf_counter()
+        run(x_native)  # first call: JIT, lazy init, page faults; never timed
+        first_s = time.perf_counter() - t0
+    first = first_s
     per_call, n_warm, t_start = first, 0, time.perf_counter()
     # one more warm call to estimate the steady state, unless the first alone took over a second
     while (time.perf_counter() - t_start) < cfg.warmup_s or (n_warm == 0 and first < 1.0):
