@@ -165,7 +165,7 @@ def build_fff_l2(layer, weights, *, device, dtype):
 
 # --------------------------------------------------------------------------------- optimized FFF
 
-#: tuning of fff-c-opt, chosen by measurement (notes/README-cpu.md): rows per tile, rows walked
+#: tuning of fff-c-opt, chosen by measurement (notes/cpu-kernels.md): rows per tile, rows walked
 #: together in the generic schedule, prefetching, and the smallest batch per subtree worth bucketing
 OPT = {"tile": 128, "block": 2, "group": 4, "prefetch": 0, "stream_stores": False, "min_rows_per_subtree": 16,
        "top_levels": None}

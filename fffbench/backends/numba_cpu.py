@@ -1,5 +1,5 @@
 """Numba backends: the paper's CPU levels for FF and FFF in float32, plus a Numba version of the
-optimized FFF walk (for the measured choice between Numba and C, see notes/README-cpu.md).
+optimized FFF walk (for the measured choice between Numba and C, see notes/cpu-kernels.md).
 
 The BLAS-1/2 primitives of Levels 1 and 2 (dot, axpy, gemv) are explicit loops that LLVM
 vectorises (``fastmath`` limited to reassociation and contraction, so reductions vectorise and
