@@ -138,6 +138,10 @@ def _measure(task: Task, row: dict, data, suite: Suite):
                     "path_agreement": chk.path_agreement, "decisive_frac": chk.decisive_frac}
             if not chk.passed:
                 return row | {"status": "wrong", "reason": chk.reason}, None
+            cap = suite.timing.max_call_s
+            if cap and gate_s > cap:
+                return row | {"status": "skipped", "reason": f"output checked, not timed: one call took {gate_s:.1f} s "
+                                                              f"(timing.max_call_s is {cap:g} s)"}, None
             if c.device == "cuda":
                 from fffbench.timing.cuda import RegimeNotApplicable, time_cuda
 

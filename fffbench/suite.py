@@ -80,7 +80,8 @@ _TOP = {"name", "description", "sweep", "ff", "fff", "backends", "timing", "comp
 _SWEEP = {"batch", "width", "dtype", "device", "input", "seed", "threads"}
 _FF = {"hidden", "out_width", "bias"}
 _FFF = {"depth", "trees", "out_width", "bias"}
-_TIMING = {"budget_s", "warmup_s", "min_reps", "max_reps", "repetitions", "min_sample_s", "l2", "launch"}
+_TIMING = {"budget_s", "warmup_s", "min_reps", "max_reps", "repetitions", "min_sample_s", "max_call_s", "l2",
+           "launch"}
 _COMPARISON = {"label", "numerator", "denominator", "hidden", "device", "paper"}
 _PAPER = {"value", "source", "secondary"}
 BEST = {"best-ff": "ff", "best-fff": "fff"}
@@ -285,7 +286,7 @@ def _timing(doc, value) -> TimingConfig:
     t = _keys(doc, value, _TIMING, ("timing",), "timing")
     q = ("timing",)
     kw = {}
-    for k in ("budget_s", "min_sample_s"):
+    for k in ("budget_s", "min_sample_s", "max_call_s"):
         if k in t:
             kw[k] = _num(doc, t[k], q + (k,), 0.0, strict=True)
     if "warmup_s" in t:

@@ -198,3 +198,11 @@ def test_harness_failure_keeps_rows_and_says_how_to_resume(tmp_path, monkeypatch
     r = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--no-progress"])
     assert r.exit_code == 0 and len(RunStore.open(run_dir).frame()) == 2
     assert "ceilings" in RunStore.open(run_dir).env()
+
+
+def test_backend_slower_than_max_call_is_checked_not_timed(tmp_path):
+    suite = parse_suite("name: cap\nsweep: {batch: 64, width: 32, threads: 1}\nfff: {depth: 3}\n"
+                        "backends: [fff-bmm]\ntiming: {budget_s: 0.01, warmup_s: 0, max_call_s: 0.0000001}\n")
+    row = run_suite(suite, out_root=tmp_path, progress=False, ceilings=False).frame().iloc[0]
+    assert row.status == "skipped" and "not timed" in row.reason and "max_call_s" in row.reason
+    assert row.rel_err < 1e-5 and pd.isna(row.median_s)

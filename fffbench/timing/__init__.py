@@ -10,7 +10,9 @@ class TimingConfig:
 
     ``budget_s`` bounds the timed loop, but at least ``min_reps`` samples are always taken, so a
     call slower than ``budget_s / min_reps`` overruns the budget rather than yielding a one-sample
-    "median". ``repetitions`` fixes the count instead (the paper used 250 on CPU).
+    "median". ``repetitions`` fixes the count instead (the paper used 250 on CPU). A backend whose
+    gate call took longer than ``max_call_s`` is checked but not timed (a `skipped` row says so),
+    so one pathological baseline cannot hold a whole sweep for hours.
     """
 
     budget_s: float = 1.0
@@ -19,6 +21,7 @@ class TimingConfig:
     max_reps: int = 2000
     repetitions: int | None = None
     min_sample_s: float = 1e-3
+    max_call_s: float | None = None
     l2: tuple[str, ...] = field(default=("warm",))
     launch: tuple[str, ...] = field(default=("eager",))
 
