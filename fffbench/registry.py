@@ -148,5 +148,5 @@ def list_backends():
             reason = b.unavailable_reason(dev, b.dtypes[0])
             rows.append({"backend": b.name, "family": b.family, "level": b.level_on(dev), "device": dev,
                          "dtypes": ",".join(b.dtypes), "available": reason is None, "reason": reason or "",
-                         "description": b.description})
+                         "description": b.description, "module": b.module})
     return pd.DataFrame(rows)

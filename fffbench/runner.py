@@ -226,7 +226,7 @@ def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = Tr
     tasks = [t for t in plan(suite) if t.row_id not in done]
     finished = 0
     data_by_case: dict[str, object] = {}
-    bar = _progress(progress, len(tasks))
+    bar = _progress(progress)
     try:
         with bar:
             job = bar.add_task("starting", total=len(tasks))
@@ -251,7 +251,7 @@ def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = Tr
     return store
 
 
-def _progress(enabled: bool, total: int):
+def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import fffbench as fb
 from fffbench.cli import app
 from fffbench.runner import plan, run_suite
-from fffbench.store import COLUMNS, RESULTS, RUN_JSON, SAMPLES, RunStore
+from fffbench.store import COLUMNS, RESULTS, RUN_JSON, SAMPLES, STATUSES, RunStore
 from fffbench.suite import parse_suite
 
 TINY = """
@@ -46,7 +46,7 @@ def test_statuses_timings_and_skips(tiny_run):
     _, store = tiny_run
     df = store.frame(samples=True)
     cpu, cuda = df[df.device == "cpu"], df[df.device == "cuda"]
-    assert (cpu.status == "ok").all()
+    assert (cpu.status == "ok").all() and set(df.status) <= set(STATUSES)
     assert (cpu.n_samples >= 3).all() and (cpu.median_s > 0).all()
     assert (cpu.min_s <= cpu.median_s).all() and (cpu.ci_low_s <= cpu.median_s).all()
     assert all(len(s) == n for s, n in zip(cpu.samples, cpu.n_samples))

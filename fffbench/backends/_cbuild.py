@@ -108,21 +108,21 @@ class Build:
 _state: dict = {}
 
 
+def _once(key, make):
+    """``make()`` once per process and key; a BuildError is remembered and raised again."""
+    if key not in _state:
+        try:
+            _state[key] = make()
+        except BuildError as e:
+            _state[key] = e
+    if isinstance(_state[key], BuildError):
+        raise _state[key]
+    return _state[key]
+
+
 def load() -> Build:
     """Build (once per machine, cached on disk) and load the C kernels; BuildError says why not."""
-    key = (os.environ.get("CC", ""), str(cache_root()))
-    if key in _state:
-        v = _state[key]
-        if isinstance(v, BuildError):
-            raise v
-        return v
-    try:
-        v = _build()
-    except BuildError as e:
-        _state[key] = e
-        raise
-    _state[key] = v
-    return v
+    return _once((os.environ.get("CC", ""), str(cache_root())), _build)
 
 
 def _build() -> Build:
@@ -304,18 +304,7 @@ _KINDS = {
 
 def blas() -> Blas:
     """Find a CBLAS and bind the C kernels to it (once per process); BuildError says why not."""
-    if "blas" in _state:
-        v = _state["blas"]
-        if isinstance(v, BuildError):
-            raise v
-        return v
-    try:
-        v = _find_blas()
-    except BuildError as e:
-        _state["blas"] = e
-        raise
-    _state["blas"] = v
-    return v
+    return _once("blas", _find_blas)
 
 
 def _find_blas() -> Blas:

@@ -65,65 +65,45 @@ def _fff_weights(layer, weights, bf16=False):
 
 # ------------------------------------------------------------------------------------------ FF
 
+def _ff_level(layer, weights, fn: str, scratch=None, returns_status: bool = False) -> CKernel:
+    """A dense paper level: ``fn(x, B, d, H, dout, w1, b1, w2, y, [scratch,] nthreads)`` in fffc."""
+    w1, b1, w2 = _ff_weights(weights)
+    f = getattr(_cbuild.load().lib, fn)
+
+    def call(x, y, h, nt):
+        args = [_ptr(x), x.shape[0], layer.width, layer.hidden, layer.dout, _ptr(w1), _ptr(b1), _ptr(w2), _ptr(y)]
+        status = f(*args, *([_ptr(h)] if scratch else []), nt)
+        if returns_status and status:
+            raise MemoryError(f"{fn}: out of memory")
+
+    k = CKernel(call, layer.dout, scratch=scratch)
+    k._keep = (w1, b1, w2)
+    return k
+
+
 @register_backend("ff-c-l1", family="ff", level="cpu-l1", available=_need_blas)
 def build_ff_l1(layer, weights, *, device, dtype):
     """FF CPU Level 1 in C: per row, per neuron a BLAS sdot, GELU and a BLAS saxpy (rows over threads)."""
-    w1, b1, w2 = _ff_weights(weights)
-    lib = _cbuild.load().lib
-
-    def call(x, y, _, nt):
-        lib.ff_l1(_ptr(x), x.shape[0], layer.width, layer.hidden, layer.dout, _ptr(w1), _ptr(b1), _ptr(w2), _ptr(y), nt)
-
-    k = CKernel(call, layer.dout)
-    k._keep = (w1, b1, w2)
-    return k
+    return _ff_level(layer, weights, "ff_l1")
 
 
 @register_backend("ff-c-l2", family="ff", level="cpu-l2", available=_need_blas)
 def build_ff_l2(layer, weights, *, device, dtype):
     """FF CPU Level 2 in C: per row two BLAS sgemv (W1 x, then W2^T GELU(.)), rows over threads."""
-    w1, b1, w2 = _ff_weights(weights)
-    lib = _cbuild.load().lib
-
-    def call(x, y, h, nt):
-        lib.ff_l2(_ptr(x), x.shape[0], layer.width, layer.hidden, layer.dout, _ptr(w1), _ptr(b1), _ptr(w2), _ptr(y),
-                  _ptr(h), nt)
-
-    k = CKernel(call, layer.dout, scratch=lambda n: np.empty(threads() * layer.hidden + 64, np.float32))
-    k._keep = (w1, b1, w2)
-    return k
+    return _ff_level(layer, weights, "ff_l2", scratch=lambda n: np.empty(threads() * layer.hidden + 64, np.float32))
 
 
 @register_backend("ff-c-l3", family="ff", level="cpu-l3", available=_need_blas)
 def build_ff_l3(layer, weights, *, device, dtype):
     """FF CPU Level 3 in C: two BLAS sgemm and a threaded GELU; the hidden buffer made once, untimed."""
-    w1, b1, w2 = _ff_weights(weights)
-    lib = _cbuild.load().lib
-
-    def call(x, y, h, nt):
-        lib.ff_l3(_ptr(x), x.shape[0], layer.width, layer.hidden, layer.dout, _ptr(w1), _ptr(b1), _ptr(w2), _ptr(y),
-                  _ptr(h), nt)
-
-    k = CKernel(call, layer.dout, scratch=lambda n: zeros_resident((n, layer.hidden)))
-    k._keep = (w1, b1, w2)
-    return k
+    return _ff_level(layer, weights, "ff_l3", scratch=lambda n: zeros_resident((n, layer.hidden)))
 
 
 @register_backend("ff-c-l3-alloc", family="ff", level="cpu-l3", available=_need_blas)
 def build_ff_l3_alloc(layer, weights, *, device, dtype):
     """The reference code's FF Level 3: as ff-c-l3 but both B x H intermediates (0.5 GB at the paper's
     size) are allocated and freed inside every timed call."""
-    w1, b1, w2 = _ff_weights(weights)
-    lib = _cbuild.load().lib
-
-    def call(x, y, _, nt):
-        if lib.ff_l3_alloc(_ptr(x), x.shape[0], layer.width, layer.hidden, layer.dout, _ptr(w1), _ptr(b1), _ptr(w2),
-                           _ptr(y), nt):
-            raise MemoryError("ff_l3_alloc: out of memory")
-
-    k = CKernel(call, layer.dout)
-    k._keep = (w1, b1, w2)
-    return k
+    return _ff_level(layer, weights, "ff_l3_alloc", returns_status=True)
 
 
 # ----------------------------------------------------------------------------------------- FFF

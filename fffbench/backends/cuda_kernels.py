@@ -57,6 +57,12 @@ class CudaKernel(TorchKernel):
     def prepare(self, x):
         return super().prepare(x).contiguous()
 
+    @property
+    def build_info(self) -> str | None:
+        """What the last launch ran (the runner stores it in the row's ``impl``)."""
+        describe = getattr(self.fn, "describe", None)
+        return describe() if describe else None
+
 
 def _check(err: int, what: str):
     if err:
@@ -143,6 +149,12 @@ class FffOptimized:
                             torch.empty(B, dtype=torch.int32, device=device),
                             torch.zeros(nb + 1, dtype=torch.int32, device=device))
         return self.work[B]
+
+    def describe(self) -> str:
+        width = self.fast.value
+        path = f"16-byte vector path ({width} per lane)" if width else "generic kernel (any width)"
+        splits = ", ".join(f"B={b}: split {w[0]}" for b, w in self.work.items())
+        return f"{path}; {splits}; shared-memory staging {'on' if self.mode == 0 else 'off'}"
 
     def __call__(self, x):
         import torch
