@@ -3,7 +3,7 @@
     python scripts/bench_cuda.py [--batch 16384] [--out DIR]
 
 Checks fff-cuda (float32, bfloat16) against the float64 reference, then times launch variants
-(rows per block, split level; eager and CUDA-graph) with CUDA events, warm L2, median of many
+(pipeline variant, rows per warp, split level; eager and CUDA-graph) with CUDA events, warm L2, median of many
 calls, beside the torch backends and the dense baselines. Numbers go to stdout and DIR/cuda.json.
 Published numbers come from `fffbench run`; this is for choosing the kernel's parameters.
 """
@@ -44,10 +44,31 @@ def bench(fn, reps=200, graph=False):
     return statistics.median(a.elapsed_time(b) for a, b in ev) * 1e3  # microseconds
 
 
+VARIANTS = [("v1", 1), ("v2-staged", 1), ("v3", 1), ("v3", 2), ("v3", 4)]
+
+
+def naive_ff(out_rows):
+    """The paper's naive CUDA FF at growing batch: one call each (seconds per call at B=16384)."""
+    ff = fb.FF(width=768, hidden=3072)
+    k = fb.get_backend("ff-cuda-naive").build(ff, ff.init_weights(0), device="cuda", dtype="float32")
+    for B in (1024, 4096, 16384):
+        x = torch.randn(B, 768, device="cuda")
+        k.run(x[:64])
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        a.record()
+        k.run(x)
+        b.record()
+        torch.cuda.synchronize()
+        out_rows.append(dict(backend="ff-cuda-naive", hidden=3072, batch=B, us=a.elapsed_time(b) * 1e3))
+        print(f"ff-cuda-naive H=3072 B={B:6d} {a.elapsed_time(b):10.1f} ms", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16384)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--naive", action="store_true", help="also time the naive FF at B = 1024, 4096, 16384")
     args = ap.parse_args()
     B, layer = args.batch, fb.FFF(width=768, depth=11)
     w = layer.init_weights(0)
@@ -58,15 +79,15 @@ def main():
     for dtype in ("float32", "bfloat16"):
         tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         xt = torch.as_tensor(x).to("cuda", tdt)
-        for staging in (True, False):
-            for split in (None, 6, 5):
-                k = FffOptimized(layer, w, "cuda", dtype, rows_per_block=32, split=split, staging=staging)
+        for variant, rpw in VARIANTS:
+            for split in (None, 6):
+                k = FffOptimized(layer, w, "cuda", dtype, split=split, variant=variant, rows_per_warp=rpw)
                 chk = check_output(k(xt).float().cpu().numpy(), ref, dtype, "fff")
                 for graph in (False, True):
                     us = bench(lambda: k(xt), graph=graph)
-                    rows.append(dict(dtype=dtype, staging=staging, split=split, graph=graph, us=us,
-                                     ok=chk.passed, rel_err=chk.rel_err, agree=chk.path_agreement))
-                    print(f"fff-cuda {dtype:8s} staging={staging!s:5s} split={split} graph={graph!s:5s} {us:8.1f} us "
+                    rows.append(dict(dtype=dtype, variant=variant, rows_per_warp=rpw, split=split, graph=graph,
+                                     us=us, ok=chk.passed, rel_err=chk.rel_err, agree=chk.path_agreement))
+                    print(f"fff-cuda {dtype:8s} {variant:9s} R={rpw} split={split} graph={graph!s:5s} {us:8.1f} us "
                           f"ok={chk.passed} err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}", flush=True)
         k = FffOptimized(layer, w, "cuda", dtype)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -89,6 +110,8 @@ def main():
             us = bench(lambda: k.run(xn), reps=50)
             rows.append(dict(dtype=dtype, backend="ff-dense", hidden=h, us=us))
             print(f"ff-dense H={h} {dtype:8s} {us:10.1f} us", flush=True)
+    if args.naive:
+        naive_ff(rows)
     with open(os.path.join(args.out, "cuda.json"), "w") as f:
         json.dump(rows, f, indent=1)
 

@@ -67,8 +67,9 @@ def test_cuda_backend_matches_reference(name, layer, batch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("batch", [300, 16384])
-def test_fff_cuda_staged_variant_matches_reference(dtype, batch):
+@pytest.mark.parametrize("batch", [1, 300, 16384])
+@pytest.mark.parametrize("variant,rows_per_warp", [("v1", 1), ("v2-staged", 1), ("v3", 1), ("v3", 2), ("v3", 4)])
+def test_fff_cuda_variants_match_reference(dtype, batch, variant, rows_per_warp):
     from fffbench.backends.cuda_kernels import FffOptimized
 
     import torch
@@ -76,7 +77,7 @@ def test_fff_cuda_staged_variant_matches_reference(dtype, batch):
     layer = fb.FFF(width=768, depth=11)
     w = layer.init_weights(3)
     x = fb.make_input("gaussian", batch, 768, seed=4)
-    k = FffOptimized(layer, w, "cuda", dtype, staging=True)
+    k = FffOptimized(layer, w, "cuda", dtype, variant=variant, rows_per_warp=rows_per_warp)
     y = k(torch.as_tensor(x).to("cuda", {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]))
     res = check_output(y.float().cpu().numpy(), Reference.compute(layer, w, x), dtype, "fff")
     assert res.passed, res.reason

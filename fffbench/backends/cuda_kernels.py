@@ -35,9 +35,9 @@ def _arch() -> str:
 
 def _lib():
     lib = load(SOURCE, _arch())
-    lib.ff_naive_launch.argtypes = [VP] * 6 + [I] * 4 + [VP]
+    lib.ff_naive_launch.argtypes = [VP] * 5 + [I] * 4 + [VP]
     lib.fff_naive_launch.argtypes = [VP] * 5 + [I] * 5 + [VP]
-    lib.fff_opt_launch.argtypes = [I] + [VP] * 5 + [I] * 7 + [VP] * 7 + [I, ctypes.POINTER(I), VP]
+    lib.fff_opt_launch.argtypes = [I] + [VP] * 5 + [I] * 7 + [VP] * 7 + [I, I, ctypes.POINTER(I), VP]
     return lib
 
 
@@ -76,14 +76,11 @@ def build_ff_naive(layer, weights, *, device, dtype):
     import torch
 
     lib, w = _lib(), weights_to(weights, device, dtype)
-    scratch: dict[int, object] = {}  # activations, B * H floats, allocated once per batch size
 
     def fn(x):
         B = x.shape[0]
-        if B not in scratch:
-            scratch[B] = torch.empty(B * layer.hidden, device=x.device)
         y = torch.empty(B, layer.dout, device=x.device, dtype=x.dtype)
-        _check(lib.ff_naive_launch(_ptr(x), _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]), _ptr(y), _ptr(scratch[B]),
+        _check(lib.ff_naive_launch(_ptr(x), _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]), _ptr(y),
                                    B, layer.width, layer.hidden, layer.dout, _stream()), "ff_naive")
         return y
 
@@ -118,21 +115,30 @@ def split_level(batch: int, levels: int) -> int:
     return min(levels, MAX_SPLIT, int(math.log2(batch / ROWS_PER_BUCKET)))
 
 
-class FffOptimized:
-    """Workspaces per batch size and the launch of the three-kernel optimized FFF.
+#: kernel pipelines of FffOptimized, by the mode number the C launcher takes
+VARIANTS = {"v2-staged": 0, "v1": 1, "v3": 2}
 
-    ``staging`` holds the top levels (route) and each bucket's subtree (deep) in shared memory.
-    Measured on an H200 (B=16384, 1x11) it does not pay yet (fp32 139 us against 134 us without,
-    bf16 115 against 98): the kernels are latency-bound, not L2-bandwidth-bound, and one
-    212 KB-block per SM leaves too few warps in flight. It stays selectable for that work.
+
+class FffOptimized:
+    """Workspaces per batch size and the launch of the optimized FFF pipeline.
+
+    Variants (all checked against the float64 reference; notes/cuda-kernel.md has the timings):
+    ``v1`` routes the top levels with one warp per row, sorts rows by subtree, then one warp per
+    row walks the deep levels and accumulates the output; ``v2-staged`` is v1 with the top levels
+    and each bucket's subtree in shared memory; ``v3`` walks ``rows_per_warp`` rows per warp in
+    lockstep (independent chains in flight, one weight load shared by rows on the same node) and
+    accumulates the output in a separate embedding-bag pass.
     """
 
     def __init__(self, layer, weights, device, dtype, rows_per_block: int = 64, split: int | None = None,
-                 staging: bool = False):
+                 variant: str = "v3", rows_per_warp: int = 2):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.layer, self.lib = layer, _lib()
         self.w = weights_to(weights, device, dtype)
         self.code = {"float32": 0, "bfloat16": 1}[dtype]
-        self.rows_per_block, self.split, self.mode = rows_per_block, split, 0 if staging else 1
+        self.rows_per_block, self.split = rows_per_block, split
+        self.variant, self.mode, self.rows_per_warp = variant, VARIANTS[variant], rows_per_warp
         self.work: dict[int, tuple] = {}
         self.fast = ctypes.c_int(0)
 
@@ -154,7 +160,8 @@ class FffOptimized:
         width = self.fast.value
         path = f"16-byte vector path ({width} per lane)" if width else "generic kernel (any width)"
         splits = ", ".join(f"B={b}: split {w[0]}" for b, w in self.work.items())
-        return f"{path}; {splits}; shared-memory staging {'on' if self.mode == 0 else 'off'}"
+        rows = f", {self.rows_per_warp} rows per warp" if self.variant == "v3" else ""
+        return f"{path}; {splits}; {self.variant}{rows}"
 
     def __call__(self, x):
         import torch
@@ -165,14 +172,14 @@ class FffOptimized:
         _check(self.lib.fff_opt_launch(self.code, _ptr(x), _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]), _ptr(y), B,
                                        lay.width, lay.dout, lay.trees, lay.depth, s, self.rows_per_block,
                                        _ptr(acts), _ptr(nodes), _ptr(nxt), _ptr(counts), _ptr(cursor), _ptr(perm),
-                                       _ptr(offsets), self.mode, ctypes.byref(self.fast), _stream()), "fff_opt")
+                                       _ptr(offsets), self.mode, self.rows_per_warp, ctypes.byref(self.fast),
+                                       _stream()), "fff_opt")
         return y
 
 
 @register_backend("fff-cuda", family="fff", level="optimized", devices=("cuda",), dtypes=("float32", "bfloat16"),
                   available=cuda_toolkit_available)
 def build_fff_opt(layer, weights, *, device, dtype):
-    """fffbench's CUDA FFF: warp-per-row routing with the top levels' weights in shared memory,
-    rows counting-sorted by subtree, then one block per subtree walks the deep levels and
-    accumulates the embedding-bag output from its subtree's weights staged in shared memory."""
+    """fffbench's CUDA FFF: the top levels walked with several rows per warp, rows counting-sorted
+    by subtree, the deep levels walked in sorted order, then the output as an embedding bag."""
     return CudaKernel(FffOptimized(layer, weights, device, dtype), device, dtype)

@@ -80,48 +80,24 @@ template <> struct Vec<__nv_bfloat16> {
 // ------------------------------------------------------------------------------------------
 // Naive level: one thread per row (the paper's CUDA level), fp32, with bounds checks.
 // ------------------------------------------------------------------------------------------
-// One thread per row, looping over neurons. Phase 1 keeps the rows' activations in a scratch
-// buffer laid out [neuron][row] (coalesced writes); phase 2 sums them against W2 and writes y
-// once, 32 columns at a time. With STAGE the warp's 32 input rows sit in shared memory (rows padded by one float: no
-// bank conflicts), since 32 threads reading 32 different rows of x from global memory at every
-// step waste 31 of every 32 sectors fetched and run minutes per call at B = 16384.
-template <bool STAGE>
+// One thread per row, looping over neurons: a dot over the row, GELU, then an axpy into the row's
+// output in global memory, as the paper's reference kernel does (with a bounds check, and y
+// zeroed by the kernel). Kept naive on purpose: it is the paper's level, not a dense baseline.
 __global__ void ff_naive_kernel(const float* __restrict__ x, const float* __restrict__ w1,
                                 const float* __restrict__ b1, const float* __restrict__ w2,
-                                float* __restrict__ y, float* __restrict__ act, int B, int d, int H, int dout) {
-    extern __shared__ float xs[];
-    int r = blockIdx.x * blockDim.x + threadIdx.x;
-    const int stride = STAGE ? d + 1 : d;
-    if (STAGE) {
-        const int r0 = blockIdx.x * blockDim.x;
-        for (int t = 0; t < (int)blockDim.x; t++) {
-            if (r0 + t >= B) break;
-            for (int i = threadIdx.x; i < d; i += blockDim.x) xs[t * stride + i] = x[(size_t)(r0 + t) * d + i];
-        }
-        __syncthreads();
-    }
+                                float* __restrict__ y, int B, int d, int H, int dout) {
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= B) return;
-    const float* xr = STAGE ? xs + threadIdx.x * stride : x + (size_t)r * d;
+    const float* xr = x + (size_t)r * d;
+    float* yr = y + (size_t)r * dout;
+    for (int j = 0; j < dout; j++) yr[j] = 0.f;
     for (int h = 0; h < H; h++) {
         float z = b1[h];
         const float* w = w1 + (size_t)h * d;
         for (int i = 0; i < d; i++) z += xr[i] * w[i];
-        act[(size_t)h * B + r] = gelu(z);
-    }
-    // 32 outputs per pass in registers: the activations are re-read dout/32 times, not dout times
-    float* yr = y + (size_t)r * dout;
-    for (int j0 = 0; j0 < dout; j0 += 32) {
-        float acc[32];
-#pragma unroll
-        for (int jj = 0; jj < 32; jj++) acc[jj] = 0.f;
-        for (int h = 0; h < H; h++) {
-            const float a = act[(size_t)h * B + r];
-            const float* v = w2 + (size_t)h * dout + j0;
-#pragma unroll
-            for (int jj = 0; jj < 32; jj++) if (j0 + jj < dout) acc[jj] += a * v[jj];
-        }
-#pragma unroll
-        for (int jj = 0; jj < 32; jj++) if (j0 + jj < dout) yr[j0 + jj] = acc[jj];
+        const float a = gelu(z);
+        const float* v = w2 + (size_t)h * dout;
+        for (int j = 0; j < dout; j++) yr[j] += a * v[j];
     }
 }
 
@@ -162,7 +138,8 @@ struct Fff {
     int* offsets;                     // (nbuckets + 1) bucket starts in perm, written by scatter
     int nbuckets, rows_per_block;
     int staged;                       // route: top levels held in shared memory
-    int mode;                         // 0 = shared-memory staging where it fits, 1 = never
+    int mode;                         // 0 = v2 (shared-memory staging where it fits), 1 = v1, 2 = v3
+    int R;                            // v3: rows per warp (1, 2 or 4)
 };
 
 // x row in registers: VPL vectors of Vec<T>::N elements per lane (lane-interleaved, coalesced)
@@ -293,6 +270,213 @@ __global__ void __launch_bounds__(256) fff_deep_kernel(Fff p) {
 #pragma unroll
         for (int v = 0; v < VPL; v++) Vec<T>::store(yr + (v * 32 + lane) * Vec<T>::N, acc + v * Vec<T>::N);
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// v3: R rows per warp in lockstep, four launches (walk top, sort, walk deep, embedding bag).
+// A warp carries R independent dependency chains (R dots in flight instead of one), and where
+// its R rows stand on the same node (always at the root and on the shared top path of a sorted
+// bucket) one 16-byte weight load feeds R rows, cutting on-chip load traffic.
+// ------------------------------------------------------------------------------------------
+template <typename T, int VPL> struct Row { static constexpr int E = VPL * Vec<T>::N; };
+
+// z[q] = x_q . w1[g[q]] + b1[g[q]] for R rows; two partial sums per row halve the FMA chain
+template <typename T, int VPL, int R>
+__device__ __forceinline__ void dots_r(const T* w1, const T* b1, const long long* g, int d,
+                                       const float (&xr)[R][Row<T, VPL>::E], float* z, int lane) {
+    constexpr int N = Vec<T>::N;
+    bool same = true;
+#pragma unroll
+    for (int q = 1; q < R; q++) same &= g[q] == g[0];
+    float s0[R], s1[R];
+#pragma unroll
+    for (int q = 0; q < R; q++) { s0[q] = 0.f; s1[q] = 0.f; }
+    if (same) {
+        const T* w = w1 + (size_t)g[0] * d;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            float wv[N];
+            Vec<T>::load(w + (v * 32 + lane) * N, wv);
+#pragma unroll
+            for (int q = 0; q < R; q++)
+#pragma unroll
+                for (int e = 0; e < N; e += 2) {
+                    s0[q] = fmaf(xr[q][v * N + e], wv[e], s0[q]);
+                    s1[q] = fmaf(xr[q][v * N + e + 1], wv[e + 1], s1[q]);
+                }
+        }
+    } else {
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            float wv[R][N];
+#pragma unroll
+            for (int q = 0; q < R; q++) Vec<T>::load(w1 + (size_t)g[q] * d + (v * 32 + lane) * N, wv[q]);
+#pragma unroll
+            for (int q = 0; q < R; q++)
+#pragma unroll
+                for (int e = 0; e < N; e += 2) {
+                    s0[q] = fmaf(xr[q][v * N + e], wv[q][e], s0[q]);
+                    s1[q] = fmaf(xr[q][v * N + e + 1], wv[q][e + 1], s1[q]);
+                }
+        }
+    }
+    float s[R];
+#pragma unroll
+    for (int q = 0; q < R; q++) s[q] = s0[q] + s1[q];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+        for (int q = 0; q < R; q++) s[q] += __shfl_xor_sync(FULL, s[q], o);
+#pragma unroll
+    for (int q = 0; q < R; q++) z[q] = s[q] + tof(b1[g[q]]);
+}
+
+// acc_q += a[q] * w2[g[q]] for R rows
+template <typename T, int VPL, int R>
+__device__ __forceinline__ void axpys_r(const T* w2, const long long* g, const float* a, int dout,
+                                        float (&acc)[R][Row<T, VPL>::E], int lane) {
+    constexpr int N = Vec<T>::N;
+    bool same = true;
+#pragma unroll
+    for (int q = 1; q < R; q++) same &= g[q] == g[0];
+    if (same) {
+        const T* w = w2 + (size_t)g[0] * dout;
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            float wv[N];
+            Vec<T>::load(w + (v * 32 + lane) * N, wv);
+#pragma unroll
+            for (int q = 0; q < R; q++)
+#pragma unroll
+                for (int e = 0; e < N; e++) acc[q][v * N + e] = fmaf(a[q], wv[e], acc[q][v * N + e]);
+        }
+    } else {
+#pragma unroll
+        for (int v = 0; v < VPL; v++) {
+            float wv[R][N];
+#pragma unroll
+            for (int q = 0; q < R; q++) Vec<T>::load(w2 + (size_t)g[q] * dout + (v * 32 + lane) * N, wv[q]);
+#pragma unroll
+            for (int q = 0; q < R; q++)
+#pragma unroll
+                for (int e = 0; e < N; e++) acc[q][v * N + e] = fmaf(a[q], wv[q][e], acc[q][v * N + e]);
+        }
+    }
+}
+
+// the warp's R rows: consecutive positions in (sorted) order; a short last group repeats its
+// first row (computed, never stored)
+template <int R>
+__device__ __forceinline__ int group_rows(const Fff& p, const int* order, int i0, int* r, bool* valid) {
+#pragma unroll
+    for (int q = 0; q < R; q++) {
+        valid[q] = i0 + q < p.B;
+        const int i = valid[q] ? i0 + q : i0;
+        r[q] = order ? order[i] : i;
+    }
+    return 0;
+}
+
+// Walk levels [l0, l1) of every tree: dots only, storing each visited (node, activation).
+// Top walk (l0 = 0): rows in batch order, counts rows per subtree at level l1 for the sort.
+// Deep walk: rows in sorted order, starting from the node the top walk reached.
+template <typename T, int VPL, int R>
+__global__ void __launch_bounds__(256) fff_walk_kernel(Fff p, int l0, int l1, const int* order, int count) {
+    constexpr int E = Row<T, VPL>::E;
+    const int lane = threadIdx.x & 31;
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int i0 = warp * R;
+    if (i0 >= p.B) return;
+    const T* x = static_cast<const T*>(p.x);
+    const T* w1 = static_cast<const T*>(p.w1);
+    const T* b1 = static_cast<const T*>(p.b1);
+    int r[R]; bool valid[R];
+    group_rows<R>(p, order, i0, r, valid);
+    float xr[R][E];
+#pragma unroll
+    for (int q = 0; q < R; q++) {
+        if (l1 < p.L) load_row<T, VPL, false>(x + (size_t)r[q] * p.d, xr[q], lane);
+        else load_row<T, VPL, true>(x + (size_t)r[q] * p.d, xr[q], lane);
+    }
+    const int first = (1 << l1) - 1;
+    for (int k = 0; k < p.K; k++) {
+        long long n[R], g[R];
+        float z[R];
+#pragma unroll
+        for (int q = 0; q < R; q++) n[q] = l0 ? p.next[(size_t)r[q] * p.K + k] : 0;
+        for (int l = l0; l < l1; l++) {
+#pragma unroll
+            for (int q = 0; q < R; q++) g[q] = k * p.N + n[q];
+            dots_r<T, VPL, R>(w1, b1, g, p.d, xr, z, lane);
+#pragma unroll
+            for (int q = 0; q < R; q++) {
+                if (lane == q && valid[q]) {
+                    size_t o = ((size_t)r[q] * p.K + k) * p.L + l;
+                    p.acts[o] = gelu(z[q]);
+                    p.nodes[o] = (int)n[q];
+                }
+                n[q] = 2 * n[q] + 1 + (z[q] > 0.f);
+            }
+        }
+        if (count) {
+#pragma unroll
+            for (int q = 0; q < R; q++)
+                if (lane == q && valid[q]) {
+                    p.next[(size_t)r[q] * p.K + k] = (int)n[q];
+                    if (k == 0 && p.perm) atomicAdd(&p.counts[n[q] - first], 1);
+                }
+        }
+    }
+}
+
+// y_r = sum over the visited nodes of a_i W2[n_i], R rows per warp (sorted: the top path is shared)
+template <typename T, int VPL, int R>
+__global__ void __launch_bounds__(256) fff_bag_kernel(Fff p, const int* order) {
+    constexpr int E = Row<T, VPL>::E;
+    const int lane = threadIdx.x & 31;
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int i0 = warp * R;
+    if (blockIdx.x == 0 && p.perm)  // the sort is finished (stream order): reset it for the next call
+        for (int t = threadIdx.x; t < p.nbuckets; t += blockDim.x) { p.counts[t] = 0; p.cursor[t] = 0; }
+    if (i0 >= p.B) return;
+    const T* w2 = static_cast<const T*>(p.w2);
+    T* y = static_cast<T*>(p.y);
+    int r[R]; bool valid[R];
+    group_rows<R>(p, order, i0, r, valid);
+    float acc[R][E];
+#pragma unroll
+    for (int q = 0; q < R; q++)
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[q][e] = 0.f;
+    for (int k = 0; k < p.K; k++)
+        for (int l = 0; l < p.L; l++) {
+            long long g[R]; float a[R];
+#pragma unroll
+            for (int q = 0; q < R; q++) {
+                size_t o = ((size_t)r[q] * p.K + k) * p.L + l;
+                g[q] = k * p.N + p.nodes[o];
+                a[q] = p.acts[o];
+            }
+            axpys_r<T, VPL, R>(w2, g, a, p.dout, acc, lane);
+        }
+#pragma unroll
+    for (int q = 0; q < R; q++)
+        if (valid[q]) {
+            T* yr = y + (size_t)r[q] * p.dout;
+#pragma unroll
+            for (int v = 0; v < VPL; v++) Vec<T>::store(yr + (v * 32 + lane) * Vec<T>::N, acc[q] + v * Vec<T>::N);
+        }
+}
+
+template <typename T, int VPL, int R>
+static void launch_v3(Fff& p, cudaStream_t s) {
+    const int blocks = (p.B + 8 * R - 1) / (8 * R);
+    if (p.split > 0) {
+        fff_walk_kernel<T, VPL, R><<<blocks, 256, 0, s>>>(p, 0, p.split, nullptr, 1);
+        if (p.perm) fff_scatter_kernel<<<(p.B + 255) / 256, 256, p.nbuckets * sizeof(int), s>>>(p);
+    }
+    if (p.split < p.L) fff_walk_kernel<T, VPL, R><<<blocks, 256, 0, s>>>(p, p.split, p.L, p.perm, 0);
+    fff_bag_kernel<T, VPL, R><<<blocks, 256, 0, s>>>(p, p.perm);
 }
 
 // copy `rows` rows of width d (16-byte multiple) from global to shared memory with all threads
@@ -454,6 +638,12 @@ static size_t deep_smem(const Fff& p) {
 
 template <typename T, int VPL>
 static void launch_fast(Fff& p, cudaStream_t s) {
+    if (p.mode == 2) {
+        if (p.R >= 4) launch_v3<T, VPL, 4>(p, s);
+        else if (p.R == 2) launch_v3<T, VPL, 2>(p, s);
+        else launch_v3<T, VPL, 1>(p, s);
+        return;
+    }
     if (!g_smem_max) {
         int dev; cudaGetDevice(&dev);
         cudaDeviceGetAttribute(&g_smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
@@ -510,19 +700,9 @@ static int launch_typed(Fff& p, cudaStream_t s) {
 extern "C" {
 
 // returns the CUDA error code of the launches (0 = success)
-// act: scratch of B * H floats
-int ff_naive_launch(const float* x, const float* w1, const float* b1, const float* w2, float* y, float* act,
+int ff_naive_launch(const float* x, const float* w1, const float* b1, const float* w2, float* y,
                     int B, int d, int H, int dout, void* stream) {
-    int dev = 0, smem_max = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    const size_t bytes = (size_t)32 * (d + 1) * sizeof(float);
-    if (bytes <= (size_t)smem_max) {
-        cudaFuncSetAttribute(ff_naive_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-        ff_naive_kernel<true><<<(B + 31) / 32, 32, bytes, (cudaStream_t)stream>>>(x, w1, b1, w2, y, act, B, d, H, dout);
-    } else {
-        ff_naive_kernel<false><<<(B + 31) / 32, 32, 0, (cudaStream_t)stream>>>(x, w1, b1, w2, y, act, B, d, H, dout);
-    }
+    ff_naive_kernel<<<(B + 127) / 128, 128, 0, (cudaStream_t)stream>>>(x, w1, b1, w2, y, B, d, H, dout);
     return (int)cudaGetLastError();
 }
 
@@ -534,12 +714,13 @@ int fff_naive_launch(const float* x, const float* w1, const float* b1, const flo
 
 // dtype 0 = float32, 1 = bfloat16. Workspace: acts/nodes (B*K*L), next (B*K), counts/cursor
 // (2^split, zeroed once by the caller), perm (B), offsets (2^split + 1). split = levels done by
-// the route kernel. mode 0 stages weights in shared memory where they fit, mode 1 never does.
+// the route kernel. mode 0 (v2) stages weights in shared memory where they fit, mode 1 (v1) never
+// does, mode 2 (v3) walks `rows_per_warp` rows per warp in lockstep.
 // Returns the CUDA error code; *fast is set to the vector width used (0 = generic kernel).
 int fff_opt_launch(int dtype, const void* x, const void* w1, const void* b1, const void* w2, void* y,
                    int B, int d, int dout, int K, int depth, int split, int rows_per_block,
                    float* acts, int* nodes, int* next, int* counts, int* cursor, int* perm, int* offsets,
-                   int mode, int* fast, void* stream) {
+                   int mode, int rows_per_warp, int* fast, void* stream) {
     Fff p;
     p.x = x; p.w1 = w1; p.b1 = b1; p.w2 = w2; p.y = y;
     p.B = B; p.d = d; p.dout = dout; p.K = K; p.L = depth + 1;
@@ -550,6 +731,7 @@ int fff_opt_launch(int dtype, const void* x, const void* w1, const void* b1, con
     p.perm = (p.split > 0 && p.split < p.L) ? perm : nullptr;
     p.rows_per_block = rows_per_block > 0 ? rows_per_block : 64;
     p.offsets = offsets; p.mode = mode; p.staged = 0;
+    p.R = rows_per_warp;
     cudaStream_t s = (cudaStream_t)stream;
     *fast = dtype == 1 ? launch_typed<__nv_bfloat16>(p, s) : launch_typed<float>(p, s);
     return (int)cudaGetLastError();
