@@ -44,7 +44,7 @@ def bench(fn, reps=200, graph=False):
     return statistics.median(a.elapsed_time(b) for a, b in ev) * 1e3  # microseconds
 
 
-VARIANTS = [("v1", 1), ("v2-staged", 1), ("v3", 1), ("v3", 2), ("v3", 4)]
+VARIANTS = [("v1", 1), ("v3-noprefetch", 1), ("v3", 1), ("v3", 2), ("v3-noprefetch", 2)]
 
 
 def naive_ff(out_rows):

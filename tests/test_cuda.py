@@ -68,7 +68,7 @@ def test_cuda_backend_matches_reference(name, layer, batch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("batch", [1, 300, 16384])
-@pytest.mark.parametrize("variant,rows_per_warp", [("v1", 1), ("v2-staged", 1), ("v3", 1), ("v3", 2), ("v3", 4)])
+@pytest.mark.parametrize("variant,rows_per_warp", [("v1", 1), ("v2-staged", 1), ("v3", 1), ("v3", 2), ("v3", 4), ("v3-noprefetch", 1)])
 def test_fff_cuda_variants_match_reference(dtype, batch, variant, rows_per_warp):
     from fffbench.backends.cuda_kernels import FffOptimized
 

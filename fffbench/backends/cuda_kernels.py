@@ -116,7 +116,7 @@ def split_level(batch: int, levels: int) -> int:
 
 
 #: kernel pipelines of FffOptimized, by the mode number the C launcher takes
-VARIANTS = {"v2-staged": 0, "v1": 1, "v3": 2}
+VARIANTS = {"v2-staged": 0, "v1": 1, "v3": 2, "v3-noprefetch": 3}
 
 
 class FffOptimized:
@@ -127,11 +127,12 @@ class FffOptimized:
     row walks the deep levels and accumulates the output; ``v2-staged`` is v1 with the top levels
     and each bucket's subtree in shared memory; ``v3`` walks ``rows_per_warp`` rows per warp in
     lockstep (independent chains in flight, one weight load shared by rows on the same node) and
-    accumulates the output in a separate embedding-bag pass.
+    accumulates the output in a separate embedding-bag pass, prefetching the next weight rows into
+    L1 (``v3-noprefetch`` leaves that out).
     """
 
     def __init__(self, layer, weights, device, dtype, rows_per_block: int = 64, split: int | None = None,
-                 variant: str = "v3", rows_per_warp: int = 2):
+                 variant: str = "v3", rows_per_warp: int = 1):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.layer, self.lib = layer, _lib()
@@ -160,7 +161,7 @@ class FffOptimized:
         width = self.fast.value
         path = f"16-byte vector path ({width} per lane)" if width else "generic kernel (any width)"
         splits = ", ".join(f"B={b}: split {w[0]}" for b, w in self.work.items())
-        rows = f", {self.rows_per_warp} rows per warp" if self.variant == "v3" else ""
+        rows = f", {self.rows_per_warp} rows per warp" if self.variant.startswith("v3") else ""
         return f"{path}; {splits}; {self.variant}{rows}"
 
     def __call__(self, x):

@@ -140,6 +140,7 @@ struct Fff {
     int staged;                       // route: top levels held in shared memory
     int mode;                         // 0 = v2 (shared-memory staging where it fits), 1 = v1, 2 = v3
     int R;                            // v3: rows per warp (1, 2 or 4)
+    int prefetch;                     // v3: prefetch the next weight rows into L1 (mode 3: off)
 };
 
 // x row in registers: VPL vectors of Vec<T>::N elements per lane (lane-interleaved, coalesced)
@@ -280,6 +281,14 @@ __global__ void __launch_bounds__(256) fff_deep_kernel(Fff p) {
 // ------------------------------------------------------------------------------------------
 template <typename T, int VPL> struct Row { static constexpr int E = VPL * Vec<T>::N; };
 
+// Ask L1 for `bytes` starting at `p`, one 128-byte line per lane per step: no registers held, so
+// the next level's weights (or the next output row's) are on their way while this one computes.
+// The kernels are latency-bound (ncu: every pipe under 50%, warps stalled on global loads).
+__device__ __forceinline__ void prefetch_l1(const void* p, int bytes, int lane) {
+    const char* c = static_cast<const char*>(p);
+    for (int off = lane * 128; off < bytes; off += 32 * 128) asm volatile("prefetch.global.L1 [%0];" ::"l"(c + off));
+}
+
 // z[q] = x_q . w1[g[q]] + b1[g[q]] for R rows; two partial sums per row halve the FMA chain
 template <typename T, int VPL, int R>
 __device__ __forceinline__ void dots_r(const T* w1, const T* b1, const long long* g, int d,
@@ -381,7 +390,7 @@ __device__ __forceinline__ int group_rows(const Fff& p, const int* order, int i0
 // Top walk (l0 = 0): rows in batch order, counts rows per subtree at level l1 for the sort.
 // Deep walk: rows in sorted order, starting from the node the top walk reached.
 template <typename T, int VPL, int R>
-__global__ void __launch_bounds__(256) fff_walk_kernel(Fff p, int l0, int l1, const int* order, int count) {
+__global__ void __launch_bounds__(128) fff_walk_kernel(Fff p, int l0, int l1, const int* order, int count) {
     constexpr int E = Row<T, VPL>::E;
     const int lane = threadIdx.x & 31;
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -407,6 +416,11 @@ __global__ void __launch_bounds__(256) fff_walk_kernel(Fff p, int l0, int l1, co
         for (int l = l0; l < l1; l++) {
 #pragma unroll
             for (int q = 0; q < R; q++) g[q] = k * p.N + n[q];
+            if (p.prefetch && l + 1 < p.L)  // both children are adjacent rows: 2 rows of W1 from 2n+1 on
+#pragma unroll
+                for (int q = 0; q < R; q++)
+                    if (q == 0 || g[q] != g[q - 1])
+                        prefetch_l1(w1 + (size_t)(2 * g[q] - k * p.N + 1) * p.d, 2 * p.d * (int)sizeof(T), lane);
             dots_r<T, VPL, R>(w1, b1, g, p.d, xr, z, lane);
 #pragma unroll
             for (int q = 0; q < R; q++) {
@@ -431,7 +445,7 @@ __global__ void __launch_bounds__(256) fff_walk_kernel(Fff p, int l0, int l1, co
 
 // y_r = sum over the visited nodes of a_i W2[n_i], R rows per warp (sorted: the top path is shared)
 template <typename T, int VPL, int R>
-__global__ void __launch_bounds__(256) fff_bag_kernel(Fff p, const int* order) {
+__global__ void __launch_bounds__(128) fff_bag_kernel(Fff p, const int* order) {
     constexpr int E = Row<T, VPL>::E;
     const int lane = threadIdx.x & 31;
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -448,17 +462,38 @@ __global__ void __launch_bounds__(256) fff_bag_kernel(Fff p, const int* order) {
     for (int q = 0; q < R; q++)
 #pragma unroll
         for (int e = 0; e < E; e++) acc[q][e] = 0.f;
-    for (int k = 0; k < p.K; k++)
-        for (int l = 0; l < p.L; l++) {
+    // each row's K*L visited (node, activation) pairs sit in consecutive slots: lane j holds pair
+    // c + j of the chunk, so the loop below reads no memory to find its next W2 row
+    const int KL = p.K * p.L;
+    constexpr int D = 2;  // prefetch distance, in visited nodes
+    for (int c = 0; c < KL; c += 32) {
+        int nd[R]; float av[R];
+#pragma unroll
+        for (int q = 0; q < R; q++) {
+            const size_t o = (size_t)r[q] * KL + c + lane;
+            nd[q] = c + lane < KL ? p.nodes[o] : 0;
+            av[q] = c + lane < KL ? p.acts[o] : 0.f;
+        }
+        const int m = min(32, KL - c);
+        auto node_of = [&](int q, int j) {  // global node index of pair c + j of row q
+            return (long long)((c + j) / p.L) * p.N + __shfl_sync(FULL, nd[q], j);
+        };
+        for (int j = 0; j < D && j < m && p.prefetch; j++)
+#pragma unroll
+            for (int q = 0; q < R; q++) prefetch_l1(w2 + (size_t)node_of(q, j) * p.dout, p.dout * (int)sizeof(T), lane);
+        for (int j = 0; j < m; j++) {
             long long g[R]; float a[R];
+            if (p.prefetch && j + D < m)
+#pragma unroll
+                for (int q = 0; q < R; q++) prefetch_l1(w2 + (size_t)node_of(q, j + D) * p.dout, p.dout * (int)sizeof(T), lane);
 #pragma unroll
             for (int q = 0; q < R; q++) {
-                size_t o = ((size_t)r[q] * p.K + k) * p.L + l;
-                g[q] = k * p.N + p.nodes[o];
-                a[q] = p.acts[o];
+                g[q] = node_of(q, j);
+                a[q] = __shfl_sync(FULL, av[q], j);
             }
             axpys_r<T, VPL, R>(w2, g, a, p.dout, acc, lane);
         }
+    }
 #pragma unroll
     for (int q = 0; q < R; q++)
         if (valid[q]) {
@@ -470,13 +505,13 @@ __global__ void __launch_bounds__(256) fff_bag_kernel(Fff p, const int* order) {
 
 template <typename T, int VPL, int R>
 static void launch_v3(Fff& p, cudaStream_t s) {
-    const int blocks = (p.B + 8 * R - 1) / (8 * R);
+    const int blocks = (p.B + 4 * R - 1) / (4 * R);  // 4 warps per block, R rows per warp
     if (p.split > 0) {
-        fff_walk_kernel<T, VPL, R><<<blocks, 256, 0, s>>>(p, 0, p.split, nullptr, 1);
+        fff_walk_kernel<T, VPL, R><<<blocks, 128, 0, s>>>(p, 0, p.split, nullptr, 1);
         if (p.perm) fff_scatter_kernel<<<(p.B + 255) / 256, 256, p.nbuckets * sizeof(int), s>>>(p);
     }
-    if (p.split < p.L) fff_walk_kernel<T, VPL, R><<<blocks, 256, 0, s>>>(p, p.split, p.L, p.perm, 0);
-    fff_bag_kernel<T, VPL, R><<<blocks, 256, 0, s>>>(p, p.perm);
+    if (p.split < p.L) fff_walk_kernel<T, VPL, R><<<blocks, 128, 0, s>>>(p, p.split, p.L, p.perm, 0);
+    fff_bag_kernel<T, VPL, R><<<blocks, 128, 0, s>>>(p, p.perm);
 }
 
 // copy `rows` rows of width d (16-byte multiple) from global to shared memory with all threads
@@ -638,7 +673,8 @@ static size_t deep_smem(const Fff& p) {
 
 template <typename T, int VPL>
 static void launch_fast(Fff& p, cudaStream_t s) {
-    if (p.mode == 2) {
+    if (p.mode == 2 || p.mode == 3) {
+        p.prefetch = p.mode == 2;
         if (p.R >= 4) launch_v3<T, VPL, 4>(p, s);
         else if (p.R == 2) launch_v3<T, VPL, 2>(p, s);
         else launch_v3<T, VPL, 1>(p, s);
@@ -715,7 +751,7 @@ int fff_naive_launch(const float* x, const float* w1, const float* b1, const flo
 // dtype 0 = float32, 1 = bfloat16. Workspace: acts/nodes (B*K*L), next (B*K), counts/cursor
 // (2^split, zeroed once by the caller), perm (B), offsets (2^split + 1). split = levels done by
 // the route kernel. mode 0 (v2) stages weights in shared memory where they fit, mode 1 (v1) never
-// does, mode 2 (v3) walks `rows_per_warp` rows per warp in lockstep.
+// does, mode 2 (v3) walks `rows_per_warp` rows per warp in lockstep, mode 3 is v3 without L1 prefetch.
 // Returns the CUDA error code; *fast is set to the vector width used (0 = generic kernel).
 int fff_opt_launch(int dtype, const void* x, const void* w1, const void* b1, const void* w2, void* y,
                    int B, int d, int dout, int K, int depth, int split, int rows_per_block,
@@ -731,7 +767,7 @@ int fff_opt_launch(int dtype, const void* x, const void* w1, const void* b1, con
     p.perm = (p.split > 0 && p.split < p.L) ? perm : nullptr;
     p.rows_per_block = rows_per_block > 0 ? rows_per_block : 64;
     p.offsets = offsets; p.mode = mode; p.staged = 0;
-    p.R = rows_per_warp;
+    p.R = rows_per_warp; p.prefetch = 0;
     cudaStream_t s = (cudaStream_t)stream;
     *fast = dtype == 1 ? launch_typed<__nv_bfloat16>(p, s) : launch_typed<float>(p, s);
     return (int)cudaGetLastError();
