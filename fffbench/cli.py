@@ -21,29 +21,78 @@ def _fail(msg: str, code: int = 2):
     raise typer.Exit(code)
 
 
+_SLURM = "Sharding (--executor local or slurm)"
+
+
 @app.command(epilog="Examples:\n\n  fffbench run suites/paper.yaml\n\n"
                     "  fffbench run suites/quick.yaml --out /tmp/results\n\n"
-                    "  fffbench run --resume results/paper-20261128-101500-myhost")
+                    "  fffbench run --resume results/paper-20261128-101500-myhost\n\n"
+                    "  fffbench run suites/scaling.yaml --executor local --shards 2   # one process per GPU\n\n"
+                    "  fffbench run suites/scaling.yaml --executor slurm --shards 8 --slurm-partition gpu\n\n"
+                    "  fffbench run --resume results/<run-id> --shard 1 --executor local   # one failed shard")
 def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (optional with --resume)."),
         out: Path = typer.Option(Path("results"), help="Folder that receives the run directory."),
-        resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run directory; done rows are kept."),
+        resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run directory; done rows are kept. "
+                                                         "For a sharded run: its unfinished shards."),
         device: Optional[List[str]] = typer.Option(None, help="Run only the cases on this device (repeatable)."),
         progress: bool = typer.Option(True, help="Show the progress bar."),
-        summary: bool = typer.Option(True, help="Print the tables at the end.")):
-    """Run a suite: check every backend against the float64 reference, time the correct ones, store rows."""
+        summary: bool = typer.Option(True, help="Print the tables at the end."),
+        executor: Optional[str] = typer.Option(
+            None, rich_help_panel=_SLURM, help="inline (default: this process), local (one process per shard on "
+                                               "this host, shard k on GPU k mod GPUs) or slurm (one job per shard). "
+                                               "With --resume of a sharded run: the run's own executor."),
+        shards: Optional[int] = typer.Option(None, min=1, rich_help_panel=_SLURM,
+                                             help="Number of shards (default: local, one per GPU; slurm, 1)."),
+        shard: Optional[List[int]] = typer.Option(None, rich_help_panel=_SLURM,
+                                                  help="With --resume: re-run only this shard (repeatable)."),
+        gpus: Optional[str] = typer.Option(None, rich_help_panel=_SLURM,
+                                           help="local: GPU indices to spread shards over, e.g. 0,1 (default: "
+                                                "CUDA_VISIBLE_DEVICES, else every GPU)."),
+        wait: bool = typer.Option(True, rich_help_panel=_SLURM,
+                                  help="Wait for the shards, merge and summarise (--no-wait: submit and return)."),
+        slurm_partition: Optional[str] = typer.Option(None, rich_help_panel=_SLURM, help="Slurm partition."),
+        slurm_time: int = typer.Option(240, min=1, rich_help_panel=_SLURM, help="Time limit per shard, minutes."),
+        slurm_gpus_per_shard: Optional[int] = typer.Option(
+            None, min=0, rich_help_panel=_SLURM, help="GPUs per shard job (default: 1 if the suite has CUDA cases)."),
+        slurm_cpus_per_shard: Optional[int] = typer.Option(
+            None, min=1, rich_help_panel=_SLURM, help="CPUs per shard job (threads: all means these)."),
+        slurm_account: Optional[str] = typer.Option(None, rich_help_panel=_SLURM, help="Slurm account."),
+        slurm_extra: Optional[List[str]] = typer.Option(
+            None, metavar="KEY=VALUE", rich_help_panel=_SLURM,
+            help="Any other sbatch option, e.g. constraint=h100 or mem=64G (repeatable)."),
+        slurm_setup: Optional[List[str]] = typer.Option(
+            None, metavar="COMMAND", rich_help_panel=_SLURM,
+            help="Shell line run before each shard, e.g. 'source .venv/bin/activate' (repeatable).")):
+    """Run a suite: check every backend against the float64 reference, time the correct ones, store rows.
+
+    With --executor local or slurm the cases are split into shards run in parallel (through submitit),
+    each holding its device for every measurement, and stored as one run."""
     from fffbench.report import print_summary
     from fffbench.runner import RunAborted, RunInterrupted, run_suite
-    from fffbench.store import SUITE_COPY, RunStore
+    from fffbench.store import MANIFEST, SUITE_COPY, RunStore
     from fffbench.suite import SuiteError, load_suite
 
     if suite is None and resume is None:
         _fail("give a SUITE file, or --resume RUN_DIR")
+    if executor is not None and executor not in ("inline", "local", "slurm"):
+        _fail(f"--executor must be inline, local or slurm, got {executor!r}")
+    if device and set(device) - {"cpu", "cuda"}:
+        _fail(f"--device must be cpu or cuda, got {', '.join(sorted(set(device) - {'cpu', 'cuda'}))}")
+    sharded = resume is not None and (resume / MANIFEST).exists()
+    if executor in ("local", "slurm") or sharded:
+        from fffbench.cli_shards import run_sharded, slurm_options
+
+        slurm = slurm_options(slurm_partition, slurm_time, slurm_gpus_per_shard, slurm_cpus_per_shard,
+                              slurm_account, slurm_extra, slurm_setup) if executor == "slurm" else None
+        run_sharded(suite, out, resume, device or None, executor, shards, shard or None, gpus, slurm, wait,
+                    progress, summary)
+        return
+    if shards not in (None, 1) or shard:
+        _fail("--shards and --shard need --executor local or slurm (or --resume of a sharded run)")
     try:
         if resume is not None:
             RunStore.open(resume)
         s = load_suite(suite if suite is not None else resume / SUITE_COPY)
-        if device and set(device) - {"cpu", "cuda"}:
-            _fail(f"--device must be cpu or cuda, got {', '.join(sorted(set(device) - {'cpu', 'cuda'}))}")
         store = run_suite(s, out_root=out, resume=resume, progress=progress, devices=device or None)
     except SuiteError as e:
         _fail(str(e))
@@ -116,6 +165,7 @@ def info():
 
 
 from fffbench import cli_reports  # noqa: E402,F401  (registers report, plot, compare)
+from fffbench import cli_shards  # noqa: E402,F401  (registers merge, shards)
 
 
 def main():  # console-script entry point
@@ -127,4 +177,8 @@ def main():  # console-script entry point
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m fffbench.cli``: this file runs as __main__, but the other command modules register
+    # on the importable ``fffbench.cli``'s app, so run that one (else report, compare... are missing)
+    from fffbench.cli import main as _main
+
+    _main()

@@ -13,6 +13,7 @@ import datetime as dt
 import re
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from fffbench import env as envmod
 from fffbench.correctness import Reference, check_output
@@ -193,7 +194,8 @@ def _case_data(case: Case):
 
 
 def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = True, on_row=None,
-              ceilings: bool = True, devices: list[str] | None = None) -> RunStore:
+              ceilings: bool = True, devices: list[str] | None = None, *, run_dir=None, run_id: str | None = None,
+              placement=None, env_extra: dict | None = None) -> RunStore:
     """Run every pending (case, backend, regime) of ``suite``; returns the run's store.
 
     ``resume`` is an existing run directory of the same suite: its finished rows are kept and
@@ -201,8 +203,14 @@ def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = Tr
     :class:`RunAborted` when the harness itself fails (a backend's failure is only a row).
     With ``ceilings`` the devices' bandwidth and GEMM rate are measured first (run.json).
     ``devices`` keeps only the cases on those devices (recorded, and reapplied on resume).
+
+    Shards (:mod:`fffbench.shards`) also pass ``run_dir`` (create the run in exactly this
+    directory, its rows stored under ``run_id``), ``env_extra`` (recorded in run.json) and
+    ``placement`` (:class:`fffbench.devlock.Placement`): every measurement then holds its device
+    (``started_at``/``finished_at`` bracket the hold) and its rows record the shard and the device,
+    and the ceilings are measured holding every device of the host. Without it nothing is locked.
     """
-    environment = envmod.collect()
+    environment = envmod.collect() | (env_extra or {})
     if resume and devices is None:
         devices = RunStore.open(resume).env().get("device_filter")
     if devices:
@@ -211,15 +219,19 @@ def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = Tr
     if ceilings and not resume:
         from fffbench.roofline import measure
 
-        environment["ceilings"] = measure([c.device for c in suite.cases], [c.dtype for c in suite.cases],
-                                          max(c.threads for c in suite.cases))
+        with _held(placement, "exclusive"):
+            environment["ceilings"] = measure([c.device for c in suite.cases], [c.dtype for c in suite.cases],
+                                              max(c.threads for c in suite.cases))
     if resume:
         store = RunStore.open(resume)
         recorded = store.env().get("suite", {}).get("sha256")
         if recorded and recorded != suite.sha256:
             raise SuiteError(f"{suite.path}:0: differs from the suite of run {store.path} (hash mismatch); "
                              "resume with the run's own suite.yaml")
-        store.add_resume({"at": _now(), "host": environment["host"], "argv": environment["argv"]})
+        store.add_resume({"at": _now(), "host": environment["host"], "argv": environment["argv"]} | (env_extra or {}))
+    elif run_dir is not None:
+        run_dir = Path(run_dir)
+        store = RunStore.create(run_dir.parent, run_id or run_dir.name, environment, suite, dirname=run_dir.name)
     else:
         store = RunStore.create(out_root, new_run_id(suite, environment["host"]), environment, suite)
     done = store.done_ids()
@@ -236,9 +248,16 @@ def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = Tr
                 if key not in data_by_case:
                     data_by_case.clear()  # keep one case's reference in memory at a time
                     data_by_case[key] = _case_data(task.case)
-                row, samples = _measure(task, _base_row(task, store, suite, environment["host"]),
-                                        data_by_case[key], suite)
-                row["finished_at"] = _now()
+                device = task.case.device
+                if placement is not None and device != "cpu" and _runnable(task):
+                    with placement.prepare(device):  # host work (inputs, float64 reference) off the device
+                        data_by_case[key]()
+                with _held(placement, "hold", device):
+                    row = _base_row(task, store, suite, environment["host"])
+                    if placement is not None:
+                        row |= placement.tags(device)
+                    row, samples = _measure(task, row, data_by_case[key], suite)
+                    row["finished_at"] = _now()
                 store.append(row, samples)
                 finished += 1
                 if on_row:
@@ -249,6 +268,16 @@ def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = Tr
     except Exception as e:
         raise RunAborted(store, len(done) + finished, e) from e
     return store
+
+
+def _held(placement, what: str, *args):
+    """``placement.<what>(*args)`` (a context holding devices), or nothing when no placement is given."""
+    return contextlib.nullcontext() if placement is None else getattr(placement, what)(*args)
+
+
+def _runnable(task: Task) -> bool:
+    c = task.case
+    return get_backend(task.backend).unavailable_reason(c.device, c.dtype) is None
 
 
 def _progress(enabled: bool):

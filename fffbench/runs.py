@@ -70,7 +70,13 @@ class Runs:
 
 
 def load(*dirs) -> Runs:
-    """Every row of the run directories ``dirs`` with samples, plus their environment records."""
+    """Every row of the run directories ``dirs`` with samples, plus their environment records.
+
+    A sharded run measured on several machines (hosts, or GPU models) becomes one run per machine,
+    labelled ``<run>@<host>``, each with the environment record of that machine's shards: the
+    tables then treat those machines as they treat separate runs (see :mod:`fffbench.shards.merge`).
+    """
+    from fffbench.shards.merge import machines
     from fffbench.store import RunStore
 
     if not dirs:
@@ -78,14 +84,16 @@ def load(*dirs) -> Runs:
     frames, envs = [], {}
     for d in dirs:
         store = RunStore.open(d)
-        label, i = Path(d).resolve().name, 2
-        while label in envs:
-            label, i = f"{Path(d).resolve().name}#{i}", i + 1
-        envs[label] = store.env()
-        envs[label]["_path"] = str(Path(d))
-        f = store.frame(samples=True)
-        f.insert(0, "run", label)
-        frames.append(f)
+        for suffix, env, f in machines(store, store.frame(samples=True)):
+            name = Path(d).resolve().name + (f"@{suffix}" if suffix else "")
+            label, i = name, 2
+            while label in envs:
+                label, i = f"{name}#{i}", i + 1
+            envs[label] = dict(env)
+            envs[label]["_path"] = str(Path(d))
+            f = f.copy()
+            f.insert(0, "run", label)
+            frames.append(f)
     return Runs(prepare(pd.concat(frames, ignore_index=True)), envs)
 
 

@@ -4,7 +4,11 @@
   (``impl`` names what a native backend ran on: its BLAS library and compiler build);
 - ``samples.jsonl``: the raw per-call seconds of each timed row, keyed by ``row_id``;
 - ``run.json``: the environment record, the command line, the suite file's path and hash;
-- ``suite.yaml``: a copy of the suite, so ``--resume RUN_DIR`` needs nothing else.
+- ``suite.yaml``: a copy of the suite, so ``--resume RUN_DIR`` needs nothing else;
+- ``shards.json`` (sharded runs only, see :mod:`fffbench.shards`): which cases each shard holds;
+  each shard is itself a run directory under ``shards/shard-NNN/`` with its own ``run.json``
+  (the environment of the host it ran on), and reading the run merges them, so a sharded run reads
+  like any other.
 
 Each row is one ``write`` of a whole line on a file opened for appending, followed by ``fsync``:
 a crash can at worst leave a torn last line, which :func:`read_jsonl` drops, so every finished row
@@ -21,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 RESULTS, SAMPLES, RUN_JSON, SUITE_COPY = "results.jsonl", "samples.jsonl", "run.json", "suite.yaml"
+MANIFEST = "shards.json"
 STATUSES = ("ok", "wrong", "skipped", "error")
 
 #: the columns every row carries, in order (schema version 1)
@@ -31,6 +36,10 @@ COLUMNS = (
     "rel_err", "max_row_err", "path_agreement", "decisive_frac",
     "n_samples", "number", "median_s", "iqr_s", "min_s", "mean_s", "std_s", "ci_low_s", "ci_high_s", "noisy",
     "flops", "bytes", "gflops", "gbps", "host", "started_at", "finished_at",
+    # added with sharded runs (absent, i.e. None, in older runs): the shard that measured the row and
+    # the physical device it held while measuring (GPU index as the shard saw it in
+    # CUDA_VISIBLE_DEVICES, and the GPU's UUID); started_at/finished_at bracket that hold
+    "shard", "device_index", "device_uuid",
 )
 SCHEMA_VERSION = 1
 
@@ -71,20 +80,27 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class RunStore:
-    """One run directory. Create with :meth:`create`, reopen with :meth:`open` to resume."""
+    """One run directory. Create with :meth:`create`, reopen with :meth:`open` to resume.
 
-    def __init__(self, path):
+    A sharded run (a ``shards.json`` manifest) reads as the union of its shard directories plus
+    any rows stored at the top level (a merged copy, see :func:`fffbench.shards.merge.merge`);
+    a row found in a shard wins over its merged copy.
+    """
+
+    def __init__(self, path, run_id: str | None = None):
         self.path = Path(path)
+        self._run_id = run_id
 
     @property
     def run_id(self) -> str:
-        return self.path.name
+        """The id rows are stored under: the directory's name, or for a shard its whole run's id."""
+        return self._run_id or self.path.name
 
     @classmethod
-    def create(cls, root, run_id: str, env: dict, suite) -> "RunStore":
-        path = Path(root) / run_id
+    def create(cls, root, run_id: str, env: dict, suite, dirname: str | None = None) -> "RunStore":
+        path = Path(root) / (dirname or run_id)
         path.mkdir(parents=True, exist_ok=False)
-        store = cls(path)
+        store = cls(path, run_id if dirname else None)
         _write_atomic(path / SUITE_COPY, suite.text)
         store.write_env(env | {"run_id": run_id, "schema_version": SCHEMA_VERSION,
                                "suite": {"name": suite.name, "path": suite.path, "sha256": suite.sha256}})
@@ -95,7 +111,23 @@ class RunStore:
         path = Path(path)
         if not (path / RUN_JSON).exists():
             raise FileNotFoundError(f"{path} is not a run directory (no {RUN_JSON})")
-        return cls(path)
+        store = cls(path)
+        env = store.env()
+        if env.get("shard"):  # a shard stores its rows under the id of the run it belongs to
+            store._run_id = env.get("run_id")
+        return store
+
+    def manifest(self) -> dict | None:
+        """The shard manifest of a sharded run, or None."""
+        p = self.path / MANIFEST
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def shards(self) -> list["RunStore"]:
+        """The shard directories of a sharded run that have started (an empty list otherwise)."""
+        m = self.manifest()
+        if not m:
+            return []
+        return [RunStore.open(self.path / s["dir"]) for s in m["shards"] if (self.path / s["dir"] / RUN_JSON).exists()]
 
     def env(self) -> dict:
         return json.loads((self.path / RUN_JSON).read_text())
@@ -115,19 +147,28 @@ class RunStore:
         _append_line(self.path / RESULTS, {k: row.get(k) for k in COLUMNS})
 
     def rows(self) -> list[dict]:
-        return read_jsonl(self.path / RESULTS)
+        rows = read_jsonl(self.path / RESULTS)
+        for shard in self.shards():
+            rows += shard.rows()
+        return rows
 
     def done_ids(self) -> set[str]:
         return {r["row_id"] for r in self.rows()}
 
     def samples(self) -> dict[str, list[float]]:
-        return {r["row_id"]: r["samples"] for r in read_jsonl(self.path / SAMPLES)}
+        out = {r["row_id"]: r["samples"] for r in read_jsonl(self.path / SAMPLES)}
+        for shard in self.shards():
+            out.update(shard.samples())
+        return out
 
     def frame(self, samples: bool = False) -> pd.DataFrame:
-        df = pd.DataFrame(self.rows(), columns=list(COLUMNS))
+        # each part's rows name the machine of the run.json they were measured under (a shard's own)
+        parts = [(read_jsonl(self.path / RESULTS), self.env().get("machine"))]
+        parts += [(s.rows(), s.env().get("machine")) for s in self.shards()]
+        frames = [pd.DataFrame(rows, columns=list(COLUMNS)).assign(machine=machine) for rows, machine in parts]
+        df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
         # a resumed row replaces an earlier one with the same id (e.g. after a crash mid-case)
         df = df.drop_duplicates("row_id", keep="last").reset_index(drop=True)
-        df["machine"] = self.env().get("machine")
         if samples:
             s = self.samples()
             df["samples"] = [s.get(r) for r in df["row_id"]]
