@@ -44,7 +44,24 @@ def bench(fn, reps=200, graph=False):
     return statistics.median(a.elapsed_time(b) for a, b in ev) * 1e3  # microseconds
 
 
-VARIANTS = [("v1", 1), ("v3-noprefetch", 1), ("v3", 1), ("v3", 2), ("v3-noprefetch", 2)]
+#: (variant, options); options go to FffOptimized
+VARIANTS = [("v1", {}), ("v3", {}), ("v3", dict(threads=128)), ("v3", dict(shuffle_bag=True)),
+            ("v3", dict(speculate=True)), ("v3", dict(shuffle_bag=True, speculate=True)),
+            ("v3", dict(threads=128, shuffle_bag=True, speculate=True)), ("v3", dict(rows_per_warp=2, shuffle_bag=True))]
+
+
+def kernel_times(fn, calls=20):
+    """Mean GPU time per call of each kernel the call launches (torch profiler), in us."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    out = {}
+    for e in prof.key_averages():
+        if e.device_type == torch.autograd.DeviceType.CUDA and "fff" in e.key:
+            t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+            out[e.key.split("(")[0].replace("void ", "")] = round(t / calls, 1)
+    return out
 
 
 def naive_ff(out_rows):
@@ -79,22 +96,16 @@ def main():
     for dtype in ("float32", "bfloat16"):
         tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         xt = torch.as_tensor(x).to("cuda", tdt)
-        for variant, rpw in VARIANTS:
-            for split in (None, 6):
-                k = FffOptimized(layer, w, "cuda", dtype, split=split, variant=variant, rows_per_warp=rpw)
-                chk = check_output(k(xt).float().cpu().numpy(), ref, dtype, "fff")
-                for graph in (False, True):
-                    us = bench(lambda: k(xt), graph=graph)
-                    rows.append(dict(dtype=dtype, variant=variant, rows_per_warp=rpw, split=split, graph=graph,
-                                     us=us, ok=chk.passed, rel_err=chk.rel_err, agree=chk.path_agreement))
-                    print(f"fff-cuda {dtype:8s} {variant:9s} R={rpw} split={split} graph={graph!s:5s} {us:8.1f} us "
-                          f"ok={chk.passed} err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}", flush=True)
-        k = FffOptimized(layer, w, "cuda", dtype)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(20):
-                k(xt)
-            torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=6), flush=True)
+        for variant, opts in VARIANTS:
+            k = FffOptimized(layer, w, "cuda", dtype, variant=variant, **opts)
+            chk = check_output(k(xt).float().cpu().numpy(), ref, dtype, "fff")
+            for graph in (False, True):
+                us = bench(lambda: k(xt), graph=graph)
+                rows.append(dict(dtype=dtype, variant=variant, **opts, graph=graph,
+                                 us=us, ok=chk.passed, rel_err=chk.rel_err, agree=chk.path_agreement))
+                print(f"fff-cuda {dtype:8s} {variant:3s} {str(opts):55s} graph={graph!s:5s} {us:8.1f} us "
+                      f"ok={chk.passed} err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}", flush=True)
+            print("    kernels (us/call):", kernel_times(lambda: k(xt)), flush=True)
         for name in (("fff-cuda-naive",) if dtype == "float32" else ()):
             if dtype != "float32" and name == "fff-cuda-naive":
                 continue

@@ -15,8 +15,8 @@ layer = fb.FFF(width=768, depth=11)
 w = layer.init_weights(0)
 x = torch.as_tensor(fb.make_input("gaussian", 16384, 768, seed=1)).cuda()
 for dtype, tdt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-    for variant, rpw in (("v3", 1),):
-        k = FffOptimized(layer, w, "cuda", dtype, variant=variant, rows_per_warp=rpw)
+    for opts in ({}, dict(shuffle_bag=True, speculate=True)):
+        k = FffOptimized(layer, w, "cuda", dtype, **opts)
         xt = x.to(tdt)
         for _ in range(2):
             k(xt)

@@ -68,8 +68,10 @@ def test_cuda_backend_matches_reference(name, layer, batch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("batch", [1, 300, 16384])
-@pytest.mark.parametrize("variant,rows_per_warp", [("v1", 1), ("v2-staged", 1), ("v3", 1), ("v3", 2), ("v3", 4), ("v3-noprefetch", 1)])
-def test_fff_cuda_variants_match_reference(dtype, batch, variant, rows_per_warp):
+@pytest.mark.parametrize("variant,opts", [("v1", {}), ("v2-staged", {}), ("v3", {}), ("v3", dict(rows_per_warp=2)),
+                                          ("v3", dict(rows_per_warp=4, shuffle_bag=True)),
+                                          ("v3", dict(threads=128, shuffle_bag=True, speculate=True))])
+def test_fff_cuda_variants_match_reference(dtype, batch, variant, opts):
     from fffbench.backends.cuda_kernels import FffOptimized
 
     import torch
@@ -77,7 +79,7 @@ def test_fff_cuda_variants_match_reference(dtype, batch, variant, rows_per_warp)
     layer = fb.FFF(width=768, depth=11)
     w = layer.init_weights(3)
     x = fb.make_input("gaussian", batch, 768, seed=4)
-    k = FffOptimized(layer, w, "cuda", dtype, variant=variant, rows_per_warp=rows_per_warp)
+    k = FffOptimized(layer, w, "cuda", dtype, variant=variant, **opts)
     y = k(torch.as_tensor(x).to("cuda", {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]))
     res = check_output(y.float().cpu().numpy(), Reference.compute(layer, w, x), dtype, "fff")
     assert res.passed, res.reason
