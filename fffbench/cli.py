@@ -43,6 +43,9 @@ def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (opti
                                                "With --resume of a sharded run: the run's own executor."),
         shards: Optional[int] = typer.Option(None, min=1, rich_help_panel=_SLURM,
                                              help="Number of shards (default: local, one per GPU; slurm, 1)."),
+        replicate: bool = typer.Option(False, "--replicate", rich_help_panel=_SLURM,
+                                       help="Every shard runs every case (one replica per GPU or node), to compare "
+                                            "machines: report and compare show each replica as a machine."),
         shard: Optional[List[int]] = typer.Option(None, rich_help_panel=_SLURM,
                                                   help="With --resume: re-run only this shard (repeatable)."),
         gpus: Optional[str] = typer.Option(None, rich_help_panel=_SLURM,
@@ -85,10 +88,10 @@ def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (opti
         slurm = slurm_options(slurm_partition, slurm_time, slurm_gpus_per_shard, slurm_cpus_per_shard,
                               slurm_account, slurm_extra, slurm_setup) if executor == "slurm" else None
         run_sharded(suite, out, resume, device or None, executor, shards, shard or None, gpus, slurm, wait,
-                    progress, summary)
+                    progress, summary, replicate)
         return
-    if shards not in (None, 1) or shard:
-        _fail("--shards and --shard need --executor local or slurm (or --resume of a sharded run)")
+    if shards not in (None, 1) or shard or replicate:
+        _fail("--shards, --shard and --replicate need --executor local or slurm (or --resume of a sharded run)")
     try:
         if resume is not None:
             RunStore.open(resume)

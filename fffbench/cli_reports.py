@@ -90,8 +90,10 @@ def plot(run_dirs: List[Path] = typer.Argument(..., help="One or more run direct
 
 @app.command(epilog="Examples:\n\n  fffbench compare results/<before> results/<after>\n\n"
                     "  fffbench compare results/<machine-a> results/<machine-b> --out compare/\n\n"
-                    "  fffbench compare results/<main> results/<branch> --fail-on-regression 1.5   # in CI")
-def compare(run_dirs: List[Path] = typer.Argument(..., help="The base run, then one or more runs to compare with it."),
+                    "  fffbench compare results/<main> results/<branch> --fail-on-regression 1.5   # in CI\n\n"
+                    "  fffbench compare results/<sharded-run>   # its hosts against each other")
+def compare(run_dirs: List[Path] = typer.Argument(..., help="The base run, then one or more runs to compare with it "
+                                                            "(one sharded run of several hosts: its hosts)."),
             out: Optional[Path] = typer.Option(None, help="Folder for compare.md and the plot "
                                                           "(default: ./compare-BASE-vs-OTHER)."),
             threshold: str = typer.Option("1.1", help="Ratio beyond which a significant change is called slower "
@@ -106,14 +108,15 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="The base run, then 
     from fffbench import compare as C
     from fffbench.plots import save
 
-    if len(run_dirs) < 2:
-        _fail("compare needs at least two run directories: the base run, then the others")
     thr = _number("--threshold", threshold, 1.0)
     a = _number("--alpha", alpha, 0.0)
     if a >= 1:
         _fail(f"--alpha must be below 1, got {alpha}")
     factor = _number("--fail-on-regression", fail_on_regression, 1.0) if fail_on_regression is not None else None
     runs = _load(run_dirs)
+    if len(runs.labels) < 2:  # one sharded run measured on several machines counts as one run per machine
+        _fail("compare needs at least two run directories: the base run, then the others "
+              "(or one sharded run measured on several hosts)")
     table = C.compare_runs(runs, threshold=thr, alpha=a)
     if table.empty:
         _fail(f"no case of {runs.labels[0]} appears in {', '.join(runs.labels[1:])}: nothing to compare")

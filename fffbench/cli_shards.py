@@ -28,7 +28,8 @@ def slurm_options(partition, time_min, gpus, cpus, account, extra, setup):
                         account=account, extra=parsed, setup=list(setup or []))
 
 
-def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, wait, progress, summary):
+def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, wait, progress, summary,
+                replicate=False):
     """``fffbench run`` with a local or Slurm executor, or ``--resume`` of a sharded run."""
     from fffbench.runner import RunInterrupted
     from fffbench.shards import launch
@@ -41,13 +42,14 @@ def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, w
             if shards:
                 _fail("--shard needs --resume RUN_DIR (it re-runs one shard of an existing run)")
             s = load_suite(suite)
-            run_dir, manifest = launch.create(s, out, n, executor, devices, gpus.split(",") if gpus else None, slurm)
+            run_dir, manifest = launch.create(s, out, n, executor, devices, gpus.split(",") if gpus else None, slurm,
+                                              replicate)
             typer.echo(f"run directory: {run_dir} ({manifest['n_shards']} shards, executor {executor})", err=True)
             outcome = launch.run_shards(run_dir, manifest, list(range(manifest["n_shards"])), executor, wait,
                                         progress)
         else:
-            if n is not None or devices or gpus:
-                _fail("--shards, --device and --gpus are fixed when a sharded run starts; "
+            if n is not None or devices or gpus or replicate:
+                _fail("--shards, --device, --gpus and --replicate are fixed when a sharded run starts; "
                       "--resume takes --executor, --shard and the --slurm-* options")
             s = load_suite(resume / SUITE_COPY)
             if suite is not None and load_suite(suite).sha256 != s.sha256:
@@ -59,7 +61,8 @@ def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, w
     except ImportError as e:
         _fail(f"{e}; the local and slurm executors need submitit (pip install submitit)")
     except (KeyboardInterrupt, RunInterrupted):
-        typer.echo(f"\ninterrupted: every stored row is kept; finish it with: fffbench run --resume {run_dir}", err=True)
+        typer.echo("\ninterrupted" + (f": every stored row is kept; finish it with: fffbench run --resume {run_dir}"
+                                       if run_dir else ""), err=True)
         raise typer.Exit(130)
     _conclude(outcome, s, summary)
 
@@ -149,7 +152,8 @@ def shards(run_dir: Path = typer.Argument(..., help="A run directory (sharded or
             if cases:
                 typer.echo("    " + "\n    ".join(s["case_ids"]))
             if p["state"] != "done":
-                typer.echo(f"    unfinished; to re-run it alone: {rerun_command(run_dir, p['index'], manifest['executor'])}")
+                again = rerun_command(run_dir, p["index"], manifest["executor"])
+                typer.echo(f"    unfinished; to re-run it alone: {again}")
     text, ok = render(store.frame(), show_intervals=intervals)
     typer.echo(text)
     if not ok:

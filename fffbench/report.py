@@ -330,8 +330,8 @@ def environment_items(env: dict) -> list[tuple[str, str]]:
     if env.get("env_vars"):
         items.append(("environment variables", " ".join(f"{k}={v}" for k, v in env["env_vars"].items())))
     if env.get("shards"):
-        where = [f"{s.get('index')}" + (f" (GPU {s['gpu_index']}" + (f", {s['gpu_uuid']}" if s.get("gpu_uuid") else "") + ")"
-                                        if s.get("gpu_index") is not None else "") for s in env["shards"]]
+        where = [str(s.get("index")) + (f" (GPU {s['gpu_index']}" + (f", {s['gpu_uuid']}" if s.get("gpu_uuid") else "")
+                                         + ")" if s.get("gpu_index") is not None else "") for s in env["shards"]]
         items.append(("shards", f"{', '.join(where)} on {env.get('host')}"
                                 + (f", executor {env['executor']}" if env.get("executor") else "")))
     if env.get("resumed"):

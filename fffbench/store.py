@@ -156,23 +156,31 @@ class RunStore:
         return {r["row_id"] for r in self.rows()}
 
     def samples(self) -> dict[str, list[float]]:
+        """Raw samples by row id (of a replicated sharded run, where shards share row ids, use :meth:`frame`)."""
         out = {r["row_id"]: r["samples"] for r in read_jsonl(self.path / SAMPLES)}
         for shard in self.shards():
             out.update(shard.samples())
         return out
 
+    def _own_frame(self, samples: bool) -> pd.DataFrame:
+        """This directory's rows alone, named by the machine of its run.json, with their samples
+        (merged samples carry their shard, as replicas of a case share its row id)."""
+        df = pd.DataFrame(read_jsonl(self.path / RESULTS), columns=list(COLUMNS))
+        df = df.assign(machine=self.env().get("machine"))
+        if samples:
+            by_id, by_shard = {}, {}
+            for line in read_jsonl(self.path / SAMPLES):
+                by_id[line["row_id"]] = by_shard[(line["row_id"], line.get("shard"))] = line["samples"]
+            df["samples"] = [by_shard.get((r, k), by_id.get(r)) for r, k in zip(df["row_id"], df["shard"])]
+        return df
+
     def frame(self, samples: bool = False) -> pd.DataFrame:
         # each part's rows name the machine of the run.json they were measured under (a shard's own)
-        parts = [(read_jsonl(self.path / RESULTS), self.env().get("machine"))]
-        parts += [(s.rows(), s.env().get("machine")) for s in self.shards()]
-        frames = [pd.DataFrame(rows, columns=list(COLUMNS)).assign(machine=machine) for rows, machine in parts]
+        frames = [self._own_frame(samples)] + [s._own_frame(samples) for s in self.shards()]
         df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
-        # a resumed row replaces an earlier one with the same id (e.g. after a crash mid-case)
-        df = df.drop_duplicates("row_id", keep="last").reset_index(drop=True)
-        if samples:
-            s = self.samples()
-            df["samples"] = [s.get(r) for r in df["row_id"]]
-        return df
+        # a resumed row replaces an earlier one with the same id (e.g. after a crash mid-case), and a
+        # shard's row its merged copy; replicas (the same case in several shards) all stay
+        return df.drop_duplicates(["row_id", "shard"], keep="last").reset_index(drop=True)
 
 
 def load_runs(paths, samples: bool = False) -> pd.DataFrame:

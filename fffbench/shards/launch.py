@@ -90,9 +90,10 @@ def local_gpus(given: list[str] | None = None) -> list[str]:
 
 
 def create(suite, out_root, n: int | None, executor: str, devices=None, gpus: list[str] | None = None,
-           slurm: SlurmOptions | None = None) -> tuple[Path, dict]:
+           slurm: SlurmOptions | None = None, replicate: bool = False) -> tuple[Path, dict]:
     """A new sharded run directory for ``suite`` under ``out_root`` in ``n`` shards (default: one per
-    GPU for the local executor when the suite has CUDA cases, else 1); returns it and its manifest."""
+    GPU for the local executor when the suite has CUDA cases, else 1); returns it and its manifest.
+    With ``replicate`` each shard runs the whole suite (one replica per GPU or node)."""
     from fffbench.runner import new_run_id
 
     rows = shard_plan.case_rows(suite, devices)
@@ -103,22 +104,25 @@ def create(suite, out_root, n: int | None, executor: str, devices=None, gpus: li
     for g in slots:
         if not g.isdigit():
             raise ValueError(f"the local executor needs integer GPU indices, got {g!r} (set --gpus)")
-    n = min(n or max(len(slots), 1), len(rows))
+    n = n or max(len(slots), 1)
+    n = n if replicate else min(n, len(rows))
     environment = envmod.collect() | {"executor": executor}
     if devices:
         environment["device_filter"] = sorted(devices)
     store = RunStore.create(out_root, new_run_id(suite, environment["host"]), environment, suite)
     options = {"slurm": dataclasses.asdict(slurm)} if slurm is not None else {}
     manifest = shard_plan.new_manifest(suite, store.run_id, n, executor,
-                                       [slots[k % len(slots)] if slots else None for k in range(n)], options, devices)
+                                       [slots[k % len(slots)] if slots else None for k in range(n)], options, devices,
+                                       replicate)
     shard_plan.save(store.path, manifest)
     return store.path, manifest
 
 
 def start(suite, out_root, n: int | None, executor: str, devices=None, gpus: list[str] | None = None,
-          slurm: SlurmOptions | None = None, wait: bool = True, progress: bool = True) -> Outcome:
+          slurm: SlurmOptions | None = None, wait: bool = True, progress: bool = True,
+          replicate: bool = False) -> Outcome:
     """:func:`create` the run, then hand every shard to ``executor``."""
-    run_dir, manifest = create(suite, out_root, n, executor, devices, gpus, slurm)
+    run_dir, manifest = create(suite, out_root, n, executor, devices, gpus, slurm, replicate)
     return run_shards(run_dir, manifest, list(range(manifest["n_shards"])), executor, wait, progress)
 
 

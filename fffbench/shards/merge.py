@@ -40,15 +40,20 @@ def merge(run_dir) -> dict:
     shards = store.shards()
     if not shards and store.manifest() is None:
         raise FileNotFoundError(f"{run_dir} is not a sharded run (nothing to merge)")
-    rows: dict[str, dict] = {r["row_id"]: r for r in read_jsonl(store.path / RESULTS)}
-    samples: dict[str, list] = {r["row_id"]: r["samples"] for r in read_jsonl(store.path / SAMPLES)}
+    # keyed by (row id, shard): replicas of a case (--replicate) share its row id
+    rows = {(r["row_id"], r.get("shard")): r for r in read_jsonl(store.path / RESULTS)}
+    samples = {(r["row_id"], r.get("shard")): r["samples"] for r in read_jsonl(store.path / SAMPLES)}
     hosts = set()
     for shard in shards:
+        own = shard.samples()
         for r in shard.rows():
-            rows[r["row_id"]] = {k: r.get(k) for k in COLUMNS}
+            key = (r["row_id"], r.get("shard"))
+            rows[key] = {k: r.get(k) for k in COLUMNS}
+            if r["row_id"] in own:
+                samples[key] = own[r["row_id"]]
             hosts.add(r.get("host"))
-        samples.update(shard.samples())
-    _write_lines(store.path / SAMPLES, ({"row_id": k, "samples": v} for k, v in samples.items() if k in rows))
+    _write_lines(store.path / SAMPLES, ({"row_id": k[0], "shard": k[1], "samples": v} for k, v in samples.items()
+                                        if k in rows))
     _write_lines(store.path / RESULTS, rows.values())
     info = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "rows": len(rows),
             "shards": [s.path.name for s in shards], "hosts": sorted(h for h in hosts if h)}
@@ -67,30 +72,51 @@ def _label(host: str, machine: str, several_per_host: bool) -> str:
 
 def machines(store: RunStore, df: pd.DataFrame) -> list[tuple[str | None, dict, pd.DataFrame]]:
     """(label suffix, environment record, rows) per machine of a run: one part with suffix None for
-    an unsharded run or one measured on a single machine, else one per (host, machine).
+    an unsharded run or one measured on a single machine, else one per (host, machine); in a
+    replicated run (every shard ran every case) one per shard, named by its host (and its GPU or
+    shard number where a host ran several).
 
-    The record of a sharded run's machine is that of its first shard on that host, with the run's
-    own id, command line and suite, and the list of shards (each with its GPU) that ran there.
+    The record of a sharded run's machine is that of its first shard there, with the run's own id,
+    command line and suite, and the list of its shards (each with its GPU).
     """
     top = store.env()
-    shard_envs = [s.env() for s in store.shards()]
+    manifest = store.manifest() or {}
+    shard_envs = {(e.get("shard") or {}).get("index"): e for e in (s.env() for s in store.shards())}
     if not shard_envs:
         return [(None, top, df)]
-    keys = list(dict.fromkeys(zip(df["host"], df["machine"])))
-    if not keys:
-        keys = [(shard_envs[0].get("host"), shard_envs[0].get("machine"))]
-    per_host = pd.Series([h for h, _ in keys]).value_counts()
-    out = []
-    for host, machine in keys:
-        envs = [e for e in shard_envs if e.get("host") == host and e.get("machine") == machine]
-        envs = envs or [e for e in shard_envs if e.get("machine") == machine] or shard_envs[:1]
-        env = dict(envs[0]) | {k: top[k] for k in ("run_id", "argv", "suite", "resumed") if k in top}
-        env["shards"] = [{"index": (e.get("shard") or {}).get("index"), "host": e.get("host"),
-                          "gpu_index": (e.get("shard") or {}).get("gpu_index"),
-                          "gpu_uuid": (e.get("shard") or {}).get("gpu_uuid"),
-                          "threads_all": (e.get("shard") or {}).get("threads_all")} for e in envs]
-        env["executor"] = (envs[0].get("shard") or {}).get("executor")
-        rows = df[(df["host"] == host) & (df["machine"] == machine)] if len(keys) > 1 else df
-        suffix = _label(host, machine, per_host.get(host, 0) > 1) if len(keys) > 1 else None
-        out.append((suffix, env, rows))
-    return out
+    if manifest.get("replicate"):
+        groups = [((k,), [e], df[df["shard"] == k]) for k, e in sorted(shard_envs.items())]
+        hosts = pd.Series([e.get("host") for e in shard_envs.values()]).value_counts()
+        names = [_replica_label(envs[0], hosts) for _, envs, _ in groups]
+    else:
+        keys = list(dict.fromkeys(zip(df["host"], df["machine"]))) or [
+            (next(iter(shard_envs.values())).get("host"), next(iter(shard_envs.values())).get("machine"))]
+        groups = []
+        for host, machine in keys:
+            envs = [e for e in shard_envs.values() if e.get("host") == host and e.get("machine") == machine]
+            envs = envs or [e for e in shard_envs.values() if e.get("machine") == machine]
+            groups.append(((host, machine), envs or list(shard_envs.values())[:1],
+                           df[(df["host"] == host) & (df["machine"] == machine)]))
+        per_host = pd.Series([k[0] for k, _, _ in groups]).value_counts()
+        names = [_label(k[0], k[1], per_host.get(k[0], 0) > 1) for k, _, _ in groups]
+    if len(groups) == 1:
+        return [(None, _record(top, groups[0][1]), df)]
+    return [(name, _record(top, envs), rows) for name, (_, envs, rows) in zip(names, groups)]
+
+
+def _replica_label(env: dict, hosts: pd.Series) -> str:
+    host, shard = env.get("host"), env.get("shard") or {}
+    if hosts.get(host, 0) <= 1:
+        return str(host)
+    gpu = shard.get("gpu_index")
+    return f"{host}-gpu{gpu}" if gpu is not None else f"{host}-shard{shard.get('index')}"
+
+
+def _record(top: dict, envs: list[dict]) -> dict:
+    env = dict(envs[0]) | {k: top[k] for k in ("run_id", "argv", "suite", "resumed") if k in top}
+    env["shards"] = [{"index": (e.get("shard") or {}).get("index"), "host": e.get("host"),
+                      "gpu_index": (e.get("shard") or {}).get("gpu_index"),
+                      "gpu_uuid": (e.get("shard") or {}).get("gpu_uuid"),
+                      "threads_all": (e.get("shard") or {}).get("threads_all")} for e in envs]
+    env["executor"] = (envs[0].get("shard") or {}).get("executor")
+    return env

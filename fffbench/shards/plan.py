@@ -81,18 +81,21 @@ def _now() -> str:
 
 
 def new_manifest(suite: Suite, run_id: str, n: int, executor: str, slots: list[str | None],
-                 options: dict | None = None, devices=None) -> dict:
-    """The manifest of a new sharded run: ``slots[k]`` is shard k's GPU (local executor) or None."""
+                 options: dict | None = None, devices=None, replicate: bool = False) -> dict:
+    """The manifest of a new sharded run: ``slots[k]`` is shard k's GPU (local executor) or None.
+    With ``replicate`` every shard holds every case (the same suite on each machine, to compare them)."""
     rows = case_rows(suite, devices)
+    split = [sorted(rows)] * n if replicate else partition(suite, n, devices)
     shards = []
-    for k, cases in enumerate(partition(suite, n, devices)):
+    for k, cases in enumerate(split):
         shards.append({"index": k, "dir": shard_dir(k), "cases": cases,
                        "case_ids": [suite.cases[i].case_id for i in cases],
                        "rows": sum(rows[i] for i in cases),
                        "devices": sorted({suite.cases[i].device for i in cases}),
                        "gpu": slots[k] if k < len(slots) else None, "jobs": []})
     return {"version": MANIFEST_VERSION, "run_id": run_id, "created_at": _now(), "executor": executor,
-            "n_shards": n, "device_filter": sorted(devices) if devices else None, "options": options or {},
+            "n_shards": n, "replicate": replicate, "device_filter": sorted(devices) if devices else None,
+            "options": options or {},
             "shards": shards}
 
 

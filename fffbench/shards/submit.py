@@ -86,7 +86,9 @@ def failure(job) -> str | None:
     except Exception:
         pass
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not set(ln.strip()) <= set("-=")]
-    detail = next((ln for ln in reversed(lines) if ":" in ln and not ln.startswith("File ")), lines[-1] if lines else "")
+    # the exception's own line: the last "Type: message" line of the traceback submitit passes on
+    detail = next((ln for ln in reversed(lines) if ":" in ln and not ln.startswith("File ")),
+                  lines[-1] if lines else "")
     if "has not produced any output" in text:
         log = ""
         try:
@@ -120,7 +122,7 @@ def wait(run_dir, manifest: dict, jobs: dict, progress: bool = True, poll_s: flo
                     break
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        if all(isinstance(j, submitit.local.local.LocalJob) for j in jobs.values()):
+        if all(isinstance(j, submitit.LocalJob) for j in jobs.values()):
             for j in jobs.values():
                 j.cancel(check=False)
             deadline = time.time() + 30
