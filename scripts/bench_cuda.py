@@ -45,9 +45,7 @@ def bench(fn, reps=200, graph=False):
 
 
 #: (variant, options); options go to FffOptimized
-VARIANTS = [("v1", {}), ("v3", {}), ("v3", dict(threads=128)), ("v3", dict(shuffle_bag=True)),
-            ("v3", dict(speculate=True)), ("v3", dict(shuffle_bag=True, speculate=True)),
-            ("v3", dict(threads=128, shuffle_bag=True, speculate=True)), ("v3", dict(rows_per_warp=2, shuffle_bag=True))]
+VARIANTS = [("v1", {}), ("v2-staged", {}), ("v3", {}), ("v3", dict(rows_per_warp=2)), ("v3", dict(rows_per_warp=4))]
 
 
 def kernel_times(fn, calls=20):

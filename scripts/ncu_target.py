@@ -15,7 +15,7 @@ layer = fb.FFF(width=768, depth=11)
 w = layer.init_weights(0)
 x = torch.as_tensor(fb.make_input("gaussian", 16384, 768, seed=1)).cuda()
 for dtype, tdt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-    for opts in ({}, dict(shuffle_bag=True, speculate=True)):
+    for opts in ({}, dict(rows_per_warp=2)):
         k = FffOptimized(layer, w, "cuda", dtype, **opts)
         xt = x.to(tdt)
         for _ in range(2):

@@ -69,8 +69,7 @@ def test_cuda_backend_matches_reference(name, layer, batch):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("batch", [1, 300, 16384])
 @pytest.mark.parametrize("variant,opts", [("v1", {}), ("v2-staged", {}), ("v3", {}), ("v3", dict(rows_per_warp=2)),
-                                          ("v3", dict(rows_per_warp=4, shuffle_bag=True)),
-                                          ("v3", dict(threads=128, shuffle_bag=True, speculate=True))])
+                                          ("v3", dict(rows_per_warp=4))])
 def test_fff_cuda_variants_match_reference(dtype, batch, variant, opts):
     from fffbench.backends.cuda_kernels import FffOptimized
 

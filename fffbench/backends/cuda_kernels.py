@@ -37,7 +37,7 @@ def _lib():
     lib = load(SOURCE, _arch())
     lib.ff_naive_launch.argtypes = [VP] * 5 + [I] * 4 + [VP]
     lib.fff_naive_launch.argtypes = [VP] * 5 + [I] * 5 + [VP]
-    lib.fff_opt_launch.argtypes = [I] + [VP] * 5 + [I] * 7 + [VP] * 7 + [I] * 4 + [ctypes.POINTER(I), VP]
+    lib.fff_opt_launch.argtypes = [I] + [VP] * 5 + [I] * 7 + [VP] * 7 + [I, I, ctypes.POINTER(I), VP]
     return lib
 
 
@@ -117,8 +117,6 @@ def split_level(batch: int, levels: int) -> int:
 
 #: kernel pipelines of FffOptimized, by the mode number the C launcher takes
 VARIANTS = {"v2-staged": 0, "v1": 1, "v3": 2}
-#: v3 option bits (OPT_* in fff_cuda.cu)
-SHUFFLE_BAG, SPECULATE = 1, 2
 
 
 class FffOptimized:
@@ -129,15 +127,12 @@ class FffOptimized:
     row walks the deep levels and accumulates the output; ``v2-staged`` is v1 with the top levels
     and each bucket's subtree in shared memory; ``v3`` walks ``rows_per_warp`` rows per warp in
     lockstep (independent chains in flight, one weight load shared by rows on the same node) and
-    accumulates the output in a separate embedding-bag pass. v3's options: ``threads`` per block,
-    ``shuffle_bag`` (the bag reads a row's visited pairs once into lanes instead of once per
-    level) and ``speculate`` (one row per warp only: the dots of a node and both its children
-    are issued together, two levels per dependent step for 1.5x the dot loads).
+    accumulates the output in a separate embedding-bag pass. notes/cuda-kernel.md lists what was
+    tried beside these (L1 prefetch, two-level speculation, smaller blocks) and what it cost.
     """
 
     def __init__(self, layer, weights, device, dtype, rows_per_block: int = 64, split: int | None = None,
-                 variant: str = "v3", rows_per_warp: int = 1, threads: int = 256, shuffle_bag: bool = False,
-                 speculate: bool = False):
+                 variant: str = "v3", rows_per_warp: int = 1):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.layer, self.lib = layer, _lib()
@@ -145,8 +140,6 @@ class FffOptimized:
         self.code = {"float32": 0, "bfloat16": 1}[dtype]
         self.rows_per_block, self.split = rows_per_block, split
         self.variant, self.mode, self.rows_per_warp = variant, VARIANTS[variant], rows_per_warp
-        self.threads = threads
-        self.opts = (SHUFFLE_BAG if shuffle_bag else 0) | (SPECULATE if speculate else 0)
         self.work: dict[int, tuple] = {}
         self.fast = ctypes.c_int(0)
 
@@ -168,10 +161,7 @@ class FffOptimized:
         width = self.fast.value
         path = f"16-byte vector path ({width} per lane)" if width else "generic kernel (any width)"
         splits = ", ".join(f"B={b}: split {w[0]}" for b, w in self.work.items())
-        rows = ""
-        if self.variant == "v3":
-            opts = [n for bit, n in ((SHUFFLE_BAG, "shuffled bag"), (SPECULATE, "speculation")) if self.opts & bit]
-            rows = f", {self.rows_per_warp} rows per warp, {self.threads} threads" + "".join(f", {o}" for o in opts)
+        rows = f", {self.rows_per_warp} rows per warp" if self.variant == "v3" else ""
         return f"{path}; {splits}; {self.variant}{rows}"
 
     def __call__(self, x):
@@ -183,8 +173,7 @@ class FffOptimized:
         _check(self.lib.fff_opt_launch(self.code, _ptr(x), _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]), _ptr(y), B,
                                        lay.width, lay.dout, lay.trees, lay.depth, s, self.rows_per_block,
                                        _ptr(acts), _ptr(nodes), _ptr(nxt), _ptr(counts), _ptr(cursor), _ptr(perm),
-                                       _ptr(offsets), self.mode, self.rows_per_warp, self.threads, self.opts,
-                                       ctypes.byref(self.fast),
+                                       _ptr(offsets), self.mode, self.rows_per_warp, ctypes.byref(self.fast),
                                        _stream()), "fff_opt")
         return y
 

@@ -140,11 +140,7 @@ struct Fff {
     int staged;                       // route: top levels held in shared memory
     int mode;                         // 0 = v2 (shared-memory staging where it fits), 1 = v1, 2 = v3
     int R;                            // v3: rows per warp (1, 2 or 4)
-    int threads;                      // v3: threads per block
-    int opts;                         // v3: OPT_* bits
 };
-
-enum { OPT_SHUFFLE_BAG = 1, OPT_SPECULATE = 2 };
 
 // x row in registers: VPL vectors of Vec<T>::N elements per lane (lane-interleaved, coalesced)
 // `last_use`: evict-first loads (the deep kernel's read is x's last); the route kernel's read keeps
@@ -335,39 +331,6 @@ __device__ __forceinline__ void dots_r(const T* w1, const T* b1, const long long
     for (int q = 0; q < R; q++) z[q] = s[q] + tof(b1[g[q]]);
 }
 
-// z[m] = x . w1[g[m]] + b1[g[m]] for M nodes of one row, loads of all M issued together (the same
-// summation order as dots_r, so speculation changes no result)
-template <typename T, int VPL, int M>
-__device__ __forceinline__ void dots_nodes(const T* w1, const T* b1, const long long* g, int d,
-                                           const float* xr, float* z, int lane) {
-    constexpr int N = Vec<T>::N;
-    float s0[M], s1[M];
-#pragma unroll
-    for (int m = 0; m < M; m++) { s0[m] = 0.f; s1[m] = 0.f; }
-#pragma unroll
-    for (int v = 0; v < VPL; v++) {
-        float wv[M][N];
-#pragma unroll
-        for (int m = 0; m < M; m++) Vec<T>::load(w1 + (size_t)g[m] * d + (v * 32 + lane) * N, wv[m]);
-#pragma unroll
-        for (int m = 0; m < M; m++)
-#pragma unroll
-            for (int e = 0; e < N; e += 2) {
-                s0[m] = fmaf(xr[v * N + e], wv[m][e], s0[m]);
-                s1[m] = fmaf(xr[v * N + e + 1], wv[m][e + 1], s1[m]);
-            }
-    }
-    float t[M];
-#pragma unroll
-    for (int m = 0; m < M; m++) t[m] = s0[m] + s1[m];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-        for (int m = 0; m < M; m++) t[m] += __shfl_xor_sync(FULL, t[m], o);
-#pragma unroll
-    for (int m = 0; m < M; m++) z[m] = t[m] + tof(b1[g[m]]);
-}
-
 // acc_q += a[q] * w2[g[q]] for R rows
 template <typename T, int VPL, int R>
 __device__ __forceinline__ void axpys_r(const T* w2, const long long* g, const float* a, int dout,
@@ -417,7 +380,7 @@ __device__ __forceinline__ int group_rows(const Fff& p, const int* order, int i0
 // Walk levels [l0, l1) of every tree: dots only, storing each visited (node, activation).
 // Top walk (l0 = 0): rows in batch order, counts rows per subtree at level l1 for the sort.
 // Deep walk: rows in sorted order, starting from the node the top walk reached.
-template <typename T, int VPL, int R, bool SPEC>
+template <typename T, int VPL, int R>
 __global__ void __launch_bounds__(256) fff_walk_kernel(Fff p, int l0, int l1, const int* order, int count) {
     constexpr int E = Row<T, VPL>::E;
     const int lane = threadIdx.x & 31;
@@ -441,29 +404,7 @@ __global__ void __launch_bounds__(256) fff_walk_kernel(Fff p, int l0, int l1, co
         float z[R];
 #pragma unroll
         for (int q = 0; q < R; q++) n[q] = l0 ? p.next[(size_t)r[q] * p.K + k] : 0;
-        for (int l = l0; l < l1;) {
-            if constexpr (SPEC && R == 1) {
-                if (l + 1 < l1) {
-                    // two levels per dependent step: the node's and both children's dots together
-                    const long long c = k * p.N + 2 * n[0] + 1;
-                    const long long gs[3] = {k * p.N + n[0], c, c + 1};
-                    float zz[3];
-                    dots_nodes<T, VPL, 3>(w1, b1, gs, p.d, xr[0], zz, lane);
-                    const int right = zz[0] > 0.f;
-                    const long long n1 = 2 * n[0] + 1 + right;
-                    const float z1 = right ? zz[2] : zz[1];
-                    if (lane == 0 && valid[0]) {
-                        const size_t o = ((size_t)r[0] * p.K + k) * p.L + l;
-                        p.acts[o] = gelu(zz[0]);
-                        p.nodes[o] = (int)n[0];
-                        p.acts[o + 1] = gelu(z1);
-                        p.nodes[o + 1] = (int)n1;
-                    }
-                    n[0] = 2 * n1 + 1 + (z1 > 0.f);
-                    l += 2;
-                    continue;
-                }
-            }
+        for (int l = l0; l < l1; l++) {
 #pragma unroll
             for (int q = 0; q < R; q++) g[q] = k * p.N + n[q];
             dots_r<T, VPL, R>(w1, b1, g, p.d, xr, z, lane);
@@ -476,7 +417,6 @@ __global__ void __launch_bounds__(256) fff_walk_kernel(Fff p, int l0, int l1, co
                 }
                 n[q] = 2 * n[q] + 1 + (z[q] > 0.f);
             }
-            l++;
         }
         if (count) {
 #pragma unroll
@@ -508,41 +448,17 @@ __global__ void __launch_bounds__(256) fff_bag_kernel(Fff p, const int* order) {
     for (int q = 0; q < R; q++)
 #pragma unroll
         for (int e = 0; e < E; e++) acc[q][e] = 0.f;
-    const int KL = p.K * p.L;
-    if (p.opts & OPT_SHUFFLE_BAG) {
-        // lane j holds visited pair c + j of each row, so no memory read stands between one W2
-        // row and the next
-        for (int c = 0; c < KL; c += 32) {
-            int nd[R]; float av[R];
-#pragma unroll
-            for (int q = 0; q < R; q++) {
-                const size_t o = (size_t)r[q] * KL + c + lane;
-                nd[q] = c + lane < KL ? p.nodes[o] : 0;
-                av[q] = c + lane < KL ? p.acts[o] : 0.f;
-            }
-            const int m = min(32, KL - c);
-            for (int j = 0; j < m; j++) {
-                long long g[R]; float a[R];
-#pragma unroll
-                for (int q = 0; q < R; q++) {
-                    g[q] = (long long)((c + j) / p.L) * p.N + __shfl_sync(FULL, nd[q], j);
-                    a[q] = __shfl_sync(FULL, av[q], j);
-                }
-                axpys_r<T, VPL, R>(w2, g, a, p.dout, acc, lane);
-            }
-        }
-    } else {
-        for (int j = 0; j < KL; j++) {
+    for (int k = 0; k < p.K; k++)
+        for (int l = 0; l < p.L; l++) {
             long long g[R]; float a[R];
 #pragma unroll
             for (int q = 0; q < R; q++) {
-                const size_t o = (size_t)r[q] * KL + j;
-                g[q] = (long long)(j / p.L) * p.N + p.nodes[o];
+                size_t o = ((size_t)r[q] * p.K + k) * p.L + l;
+                g[q] = k * p.N + p.nodes[o];
                 a[q] = p.acts[o];
             }
             axpys_r<T, VPL, R>(w2, g, a, p.dout, acc, lane);
         }
-    }
 #pragma unroll
     for (int q = 0; q < R; q++)
         if (valid[q]) {
@@ -552,16 +468,15 @@ __global__ void __launch_bounds__(256) fff_bag_kernel(Fff p, const int* order) {
         }
 }
 
-template <typename T, int VPL, int R, bool SPEC>
+template <typename T, int VPL, int R>
 static void launch_v3(Fff& p, cudaStream_t s) {
-    const int t = p.threads == 128 ? 128 : 256, rows = (t / 32) * R;  // R rows per warp
-    const int blocks = (p.B + rows - 1) / rows;
+    const int blocks = (p.B + 8 * R - 1) / (8 * R);
     if (p.split > 0) {
-        fff_walk_kernel<T, VPL, R, SPEC><<<blocks, t, 0, s>>>(p, 0, p.split, nullptr, 1);
+        fff_walk_kernel<T, VPL, R><<<blocks, 256, 0, s>>>(p, 0, p.split, nullptr, 1);
         if (p.perm) fff_scatter_kernel<<<(p.B + 255) / 256, 256, p.nbuckets * sizeof(int), s>>>(p);
     }
-    if (p.split < p.L) fff_walk_kernel<T, VPL, R, SPEC><<<blocks, t, 0, s>>>(p, p.split, p.L, p.perm, 0);
-    fff_bag_kernel<T, VPL, R><<<blocks, t, 0, s>>>(p, p.perm);
+    if (p.split < p.L) fff_walk_kernel<T, VPL, R><<<blocks, 256, 0, s>>>(p, p.split, p.L, p.perm, 0);
+    fff_bag_kernel<T, VPL, R><<<blocks, 256, 0, s>>>(p, p.perm);
 }
 
 // copy `rows` rows of width d (16-byte multiple) from global to shared memory with all threads
@@ -724,10 +639,9 @@ static size_t deep_smem(const Fff& p) {
 template <typename T, int VPL>
 static void launch_fast(Fff& p, cudaStream_t s) {
     if (p.mode == 2) {
-        if (p.R >= 4) launch_v3<T, VPL, 4, false>(p, s);
-        else if (p.R == 2) launch_v3<T, VPL, 2, false>(p, s);
-        else if (p.opts & OPT_SPECULATE) launch_v3<T, VPL, 1, true>(p, s);
-        else launch_v3<T, VPL, 1, false>(p, s);
+        if (p.R >= 4) launch_v3<T, VPL, 4>(p, s);
+        else if (p.R == 2) launch_v3<T, VPL, 2>(p, s);
+        else launch_v3<T, VPL, 1>(p, s);
         return;
     }
     if (!g_smem_max) {
@@ -801,13 +715,12 @@ int fff_naive_launch(const float* x, const float* w1, const float* b1, const flo
 // dtype 0 = float32, 1 = bfloat16. Workspace: acts/nodes (B*K*L), next (B*K), counts/cursor
 // (2^split, zeroed once by the caller), perm (B), offsets (2^split + 1). split = levels done by
 // the route kernel. mode 0 (v2) stages weights in shared memory where they fit, mode 1 (v1) never
-// does, mode 2 (v3) walks `rows_per_warp` rows per warp in lockstep, with `threads` per block and
-// the OPT_* bits in `opts`.
+// does, mode 2 (v3) walks `rows_per_warp` rows per warp in lockstep.
 // Returns the CUDA error code; *fast is set to the vector width used (0 = generic kernel).
 int fff_opt_launch(int dtype, const void* x, const void* w1, const void* b1, const void* w2, void* y,
                    int B, int d, int dout, int K, int depth, int split, int rows_per_block,
                    float* acts, int* nodes, int* next, int* counts, int* cursor, int* perm, int* offsets,
-                   int mode, int rows_per_warp, int threads, int opts, int* fast, void* stream) {
+                   int mode, int rows_per_warp, int* fast, void* stream) {
     Fff p;
     p.x = x; p.w1 = w1; p.b1 = b1; p.w2 = w2; p.y = y;
     p.B = B; p.d = d; p.dout = dout; p.K = K; p.L = depth + 1;
@@ -818,7 +731,7 @@ int fff_opt_launch(int dtype, const void* x, const void* w1, const void* b1, con
     p.perm = (p.split > 0 && p.split < p.L) ? perm : nullptr;
     p.rows_per_block = rows_per_block > 0 ? rows_per_block : 64;
     p.offsets = offsets; p.mode = mode; p.staged = 0;
-    p.R = rows_per_warp; p.threads = threads; p.opts = opts;
+    p.R = rows_per_warp;
     cudaStream_t s = (cudaStream_t)stream;
     *fast = dtype == 1 ? launch_typed<__nv_bfloat16>(p, s) : launch_typed<float>(p, s);
     return (int)cudaGetLastError();
