@@ -128,16 +128,22 @@ def test_the_overlap_check_catches_overlaps():
 
 # --- a shard that dies ----------------------------------------------------------------------------------
 
+TINY_GPU = TINY.replace("threads: 1}", "threads: 1, device: [cpu, cuda]}")
+
+
 def test_a_killed_shard_is_reported_and_rerun_alone_without_duplicates(tmp_path):
     suite_file = tmp_path / "tiny.yaml"
-    suite_file.write_text(TINY)
-    total = len(plan(parse_suite(TINY)))
+    suite_file.write_text(TINY_GPU)
+    total = len(plan(parse_suite(TINY_GPU)))
     env = os.environ | {"FFFBENCH_TEST_KILL_SHARD": "1:2"}
-    p = _fffbench("run", str(suite_file), "--executor", "local", "--shards", "2", "--out", str(tmp_path / "r"),
-                  "--no-progress", "--no-summary", env=env)
+    p = _fffbench("run", str(suite_file), "--executor", "local", "--shards", "2", "--gpus", "0,1",
+                  "--out", str(tmp_path / "r"), "--no-progress", "--no-summary", env=env)
     assert p.returncode == 1, p.stderr
     run_dir = _run_dir(tmp_path / "r")
     manifest = shard_plan.load(run_dir)
+    assert [s["gpu"] for s in manifest["shards"]] == ["0", "1"]
+    for s in manifest["shards"]:  # each shard's processes saw only its own GPU (none exists here: CUDA rows skip)
+        assert RunStore.open(run_dir / s["dir"]).env()["shard"]["cuda_visible_devices"] == s["gpu"]
     line = next(ln for ln in p.stderr.splitlines() if ln.startswith("shard 1"))
     missing = manifest["shards"][1]["rows"] - 2
     assert "failed" in line and f"{missing} of {manifest['shards'][1]['rows']} rows missing" in line
@@ -154,7 +160,9 @@ def test_a_killed_shard_is_reported_and_rerun_alone_without_duplicates(tmp_path)
     assert p.returncode == 0, p.stderr
     df = RunStore.open(run_dir).frame()
     assert len(df) == total and df.row_id.is_unique
-    assert sorted(df.row_id) == sorted(t.row_id for t in plan(parse_suite(TINY)))
+    assert sorted(df.row_id) == sorted(t.row_id for t in plan(parse_suite(TINY_GPU)))
+    assert RunStore.open(run_dir / "shards" / "shard-001").env()["resumed"][0]["shard"]["cuda_visible_devices"] == "1"
+    assert not overlaps(intervals(df))
     shard1 = RunStore.open(run_dir / "shards" / "shard-001")
     assert len(shard1.rows()) == manifest["shards"][1]["rows"]  # the two rows kept were not measured again
     assert len(shard1.env()["resumed"]) == 1
