@@ -94,7 +94,10 @@ def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (opti
         _fail("--shards, --shard and --replicate need --executor local or slurm (or --resume of a sharded run)")
     try:
         if resume is not None:
-            RunStore.open(resume)
+            shard_of = RunStore.open(resume).env().get("shard")
+            if shard_of:  # its suite.yaml is the whole suite: resuming the directory alone would run every case
+                _fail(f"{resume} is shard {shard_of.get('index')} of a sharded run; re-run it with: fffbench run "
+                      f"--resume {resume.resolve().parent.parent} --shard {shard_of.get('index')}")
         s = load_suite(suite if suite is not None else resume / SUITE_COPY)
         store = run_suite(s, out_root=out, resume=resume, progress=progress, devices=device or None)
     except SuiteError as e:
@@ -167,8 +170,7 @@ def info():
     typer.echo(json.dumps(collect(), indent=2, default=str))
 
 
-from fffbench import cli_reports  # noqa: E402,F401  (registers report, plot, compare)
-from fffbench import cli_shards  # noqa: E402,F401  (registers merge, shards)
+from fffbench import cli_reports, cli_shards  # noqa: E402,F401  (register report, plot, compare; merge, shards)
 
 
 def main():  # console-script entry point

@@ -154,7 +154,7 @@ def shards(run_dir: Path = typer.Argument(..., help="A run directory (sharded or
             if p["state"] != "done":
                 again = rerun_command(run_dir, p["index"], manifest["executor"])
                 typer.echo(f"    unfinished; to re-run it alone: {again}")
-    text, ok = render(store.frame(), show_intervals=intervals)
+    text, ok = render(store.frame(), show_intervals=intervals, since=(manifest or {}).get("created_at"))
     typer.echo(text)
     if not ok:
         raise typer.Exit(1)

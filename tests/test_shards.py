@@ -99,6 +99,9 @@ def test_no_two_measurements_overlap_on_a_device(quick_local):
     assert r.exit_code == 0, r.output
     assert "No two measurements overlapped" in r.output and "Wall time" in r.output
     assert "shard 0: done, 8/8 rows" in r.output and "shard 1: done, 8/8 rows" in r.output
+    assert "Run wall time" in r.output
+    r = CliRunner().invoke(app, ["run", "--resume", str(run_dir / "shards" / "shard-001")])
+    assert r.exit_code == 2 and f"--resume {run_dir} --shard 1" in r.output  # not the whole suite into one shard
 
 
 def test_report_reads_a_sharded_run(quick_local, tmp_path):
@@ -252,6 +255,32 @@ def test_slurm_job_script_and_manifest(fake_slurm, tmp_path):
     assert [j["job_id"] for j in shard_plan.load(run_dir)["shards"][1]["jobs"]] == ["4242_1", "4242"]
 
 
+def test_a_slurm_array_task_runs_its_shard(fake_slurm, tmp_path):
+    """What a compute node does with the submission: submitit's entry point, with the environment
+    Slurm gives array task 1, runs shard 1 into its directory (and a requeued job resumes it)."""
+    from fffbench.shards.submit import ShardJob
+
+    _, env = fake_slurm
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text(TINY)
+    p = _fffbench("run", str(suite_file), "--executor", "slurm", "--shards", "2", "--no-wait",
+                  "--out", str(tmp_path / "r"), env=env)
+    assert p.returncode == 0, p.stderr
+    run_dir = _run_dir(tmp_path / "r")
+    task = env | {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4244", "SLURM_ARRAY_JOB_ID": "4242",
+                  "SLURM_ARRAY_TASK_ID": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+                  "SLURM_NTASKS": "1", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "node1"}
+    job = subprocess.run([sys.executable, "-u", "-m", "submitit.core._submit", str(run_dir / "slurm")], env=task,
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert (run_dir / "slurm" / "4242_1_0_result.pkl").exists()
+    states = {s["index"]: s["state"] for s in shard_plan.progress(run_dir, shard_plan.load(run_dir))}
+    assert states == {0: "not started", 1: "done"}
+    resubmitted = ShardJob(str(run_dir), 1).checkpoint()  # on a time limit or preemption: the same shard again
+    assert isinstance(resubmitted.function, ShardJob) and resubmitted.function.index == 1
+    assert resubmitted.function()["rows"] == shard_plan.load(run_dir)["shards"][1]["rows"]  # resumed: nothing new
+
+
 def test_slurm_options_map_to_submitit_parameters():
     from fffbench.cli_shards import slurm_options
 
@@ -324,7 +353,6 @@ def _two_host_run(root: Path, replicate: bool = True) -> Path:
     from types import SimpleNamespace
 
     import numpy as np
-
     from synthetic import _row
 
     from fffbench.layers import FF, FFF
@@ -341,7 +369,8 @@ def _two_host_run(root: Path, replicate: bool = True) -> Path:
         for layer, backend, fam, t in ((FF(width=768, hidden=3072), "ff-dense", "ff", 4e-3),
                                        (FFF(width=768, depth=11, trees=1), "fff-cuda", "fff", 2e-4)):
             samples = list(t * slow * np.exp(rng.normal(0, 0.01, 15)))
-            row = _row("two-hosts", layer, 16384 if replicate or k == 0 else 1024, "cuda", backend, fam, "optimized", "cuda-events/warm-l2/eager",
+            batch = 16384 if replicate or k == 0 else 1024
+            row = _row("two-hosts", layer, batch, "cuda", backend, fam, "optimized", "cuda-events/warm-l2/eager",
                        samples) | {"host": host, "shard": k, "device_uuid": f"GPU-{k}",
                                    "started_at": f"2026-01-01T00:00:0{2 * len(case_ids)}.000+00:00",
                                    "finished_at": f"2026-01-01T00:00:0{2 * len(case_ids) + 1}.000+00:00"}

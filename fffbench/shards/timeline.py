@@ -82,8 +82,9 @@ def _t(ts) -> str:
     return ts.strftime("%H:%M:%S.%f")[:-3]
 
 
-def render(df: pd.DataFrame, show_intervals: bool = False) -> tuple[str, bool]:
-    """The text ``fffbench shards`` prints about timings, and whether no measurements overlapped."""
+def render(df: pd.DataFrame, show_intervals: bool = False, since: str | None = None) -> tuple[str, bool]:
+    """The text ``fffbench shards`` prints about timings, and whether no measurements overlapped;
+    ``since`` (ISO time, e.g. when the run was created) adds the wall time from then to the last row."""
     iv = intervals(df)
     lines = []
     summary = device_summary(iv)
@@ -109,6 +110,10 @@ def render(df: pd.DataFrame, show_intervals: bool = False) -> tuple[str, bool]:
     if len(iv):
         lines.append(f"Wall time {span:.1f} s from the first measurement to the last; measurements sum to {busy:.1f} s "
                      f"({busy / span if span else float('nan'):.2f}x in parallel).")
+        if since:
+            total = (iv["end"].max() - pd.Timestamp(since).tz_convert("UTC")).total_seconds()
+            lines.append(f"Run wall time {total:.1f} s from its start ({since}) to the last row stored "
+                         "(including start-up, ceilings and any resumption).")
     lines.append("No two measurements overlapped on any device." if not bad else
                  f"{len(bad)} overlapping pair(s) of measurements.")
     return "\n".join(lines), not bad

@@ -54,8 +54,9 @@ def shard_suite(suite, indices, threads_all: int):
     return dataclasses.replace(suite, cases=tuple(cases))
 
 
-def _on_row(index: int):
-    """Print each stored row (the job's log), and apply the test fault injection if asked for."""
+def _on_row(index: int, echo: bool = True):
+    """Print each stored row (the job's log, unless a progress bar shows them), and apply the test
+    fault injection if asked for."""
     spec = os.environ.get(KILL_ENV, "")
     target, _, after = spec.partition(":")
     kill_after = int(after or 1) if target.strip() == str(index) else None
@@ -63,7 +64,9 @@ def _on_row(index: int):
 
     def on_row(row):
         count["n"] += 1
-        print(f"shard {index}: {row['status']:7s} {row['backend']} {row['case_id']} {row['regime']}", flush=True)
+        if echo:
+            print(f"shard {index}: {row['status']:7s} {row['backend']} {row['case_id']} {row['regime']}",
+                  flush=True)
         if kill_after is not None and count["n"] >= kill_after:
             print(f"shard {index}: exiting abruptly ({KILL_ENV}={spec})", file=sys.stderr, flush=True)
             os._exit(137)
@@ -102,7 +105,7 @@ def run_shard(run_dir, index: int, progress: bool = False) -> dict:
         info |= {"cases": spec["cases"], "planned": planned}
     print(f"shard {index}: {len(sub.cases)} cases on {host}, CUDA_VISIBLE_DEVICES="
           f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}, {'resuming' if resume else 'starting'}", flush=True)
-    store = run_suite(sub, resume=resume, progress=progress, on_row=_on_row(index), run_dir=path,
+    store = run_suite(sub, resume=resume, progress=progress, on_row=_on_row(index, echo=not progress), run_dir=path,
                       run_id=manifest["run_id"], placement=placement, env_extra={"shard": info})
     df = store.frame()
     return {"shard": index, "host": host, "rows": len(df), "statuses": df["status"].value_counts().to_dict()}
