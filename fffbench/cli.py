@@ -54,7 +54,8 @@ def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (opti
         wait: bool = typer.Option(True, rich_help_panel=_SLURM,
                                   help="Wait for the shards, merge and summarise (--no-wait: submit and return)."),
         slurm_partition: Optional[str] = typer.Option(None, rich_help_panel=_SLURM, help="Slurm partition."),
-        slurm_time: int = typer.Option(240, min=1, rich_help_panel=_SLURM, help="Time limit per shard, minutes."),
+        slurm_time: Optional[int] = typer.Option(None, min=1, rich_help_panel=_SLURM,
+                                                 help="Time limit per shard, minutes (default 240)."),
         slurm_gpus_per_shard: Optional[int] = typer.Option(
             None, min=0, rich_help_panel=_SLURM, help="GPUs per shard job (default: 1 if the suite has CUDA cases)."),
         slurm_cpus_per_shard: Optional[int] = typer.Option(
@@ -86,7 +87,7 @@ def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (opti
         from fffbench.cli_shards import run_sharded, slurm_options
 
         slurm = slurm_options(slurm_partition, slurm_time, slurm_gpus_per_shard, slurm_cpus_per_shard,
-                              slurm_account, slurm_extra, slurm_setup) if executor == "slurm" else None
+                              slurm_account, slurm_extra, slurm_setup)
         run_sharded(suite, out, resume, device or None, executor, shards, shard or None, gpus, slurm, wait,
                     progress, summary, replicate)
         return

@@ -14,18 +14,18 @@ import typer
 from fffbench.cli import _fail, app
 
 
-def slurm_options(partition, time_min, gpus, cpus, account, extra, setup):
-    """:class:`fffbench.shards.launch.SlurmOptions` from the ``--slurm-*`` options."""
-    from fffbench.shards.launch import SlurmOptions
-
+def slurm_options(partition, time_min, gpus, cpus, account, extra, setup) -> dict:
+    """The ``--slurm-*`` options that were given, by :class:`fffbench.shards.launch.SlurmOptions`
+    field (a new run fills in the defaults; a resumed one keeps what it recorded for the rest)."""
     parsed = {}
     for item in extra or []:
         key, eq, value = item.partition("=")
         if not key.strip() or key.strip().startswith("-"):
             _fail(f"--slurm-extra takes KEY=VALUE (an sbatch option without its dashes), got {item!r}")
         parsed[key.strip()] = value if eq else True
-    return SlurmOptions(partition=partition, time_min=time_min, gpus_per_shard=gpus, cpus_per_shard=cpus,
-                        account=account, extra=parsed, setup=list(setup or []))
+    given = {"partition": partition, "time_min": time_min, "gpus_per_shard": gpus, "cpus_per_shard": cpus,
+             "account": account, "extra": parsed, "setup": list(setup or [])}
+    return {k: v for k, v in given.items() if v not in (None, {}, [])}
 
 
 def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, wait, progress, summary,
@@ -42,8 +42,9 @@ def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, w
             if shards:
                 _fail("--shard needs --resume RUN_DIR (it re-runs one shard of an existing run)")
             s = load_suite(suite)
-            run_dir, manifest = launch.create(s, out, n, executor, devices, gpus.split(",") if gpus else None, slurm,
-                                              replicate)
+            options = launch.SlurmOptions(**slurm) if executor == "slurm" else None
+            run_dir, manifest = launch.create(s, out, n, executor, devices, gpus.split(",") if gpus else None,
+                                              options, replicate)
             typer.echo(f"run directory: {run_dir} ({manifest['n_shards']} shards, executor {executor})", err=True)
             outcome = launch.run_shards(run_dir, manifest, list(range(manifest["n_shards"])), executor, wait,
                                         progress)

@@ -247,11 +247,13 @@ def test_slurm_job_script_and_manifest(fake_slurm, tmp_path):
     assert all(s["devices"] == ["cpu", "cuda"] for s in manifest["shards"])  # each device's work is spread
     assert "4242_1" in p.stdout and f"fffbench merge {run_dir}" in p.stdout and f"fffbench report {run_dir}" in p.stdout
     # one shard again, alone: a single job (no array), same parameters
-    p = _fffbench("run", "--resume", str(run_dir), "--shard", "1", "--no-wait", env=env)
+    p = _fffbench("run", "--resume", str(run_dir), "--shard", "1", "--executor", "slurm", "--slurm-time", "30",
+                  "--no-wait", env=env)
     assert p.returncode == 0, p.stderr
     scripts = sorted(bin_dir.glob("submitted-*.sh"))
-    assert len(scripts) == 2 and "--array" not in scripts[1].read_text()
-    assert "#SBATCH --partition=gpu" in scripts[1].read_text()
+    again = scripts[1].read_text().splitlines()
+    assert len(scripts) == 2 and not [ln for ln in again if "--array" in ln]
+    assert "#SBATCH --partition=gpu" in again and "#SBATCH --time=30" in again  # recorded options, one changed
     assert [j["job_id"] for j in shard_plan.load(run_dir)["shards"][1]["jobs"]] == ["4242_1", "4242"]
 
 
@@ -283,8 +285,9 @@ def test_a_slurm_array_task_runs_its_shard(fake_slurm, tmp_path):
 
 def test_slurm_options_map_to_submitit_parameters():
     from fffbench.cli_shards import slurm_options
+    from fffbench.shards.launch import SlurmOptions
 
-    opts = slurm_options("gpu", 30, None, 8, None, ["mem=64G", "qos=high"], [])
+    opts = SlurmOptions(**slurm_options("gpu", 30, None, 8, None, ["mem=64G", "qos=high"], []))
     p = opts.parameters(uses_gpu=True, job_name="x")
     assert p["gpus_per_node"] == 1 and p["cpus_per_task"] == 8 and p["time"] == 30 and p["partition"] == "gpu"
     assert p["additional_parameters"] == {"mem": "64G", "qos": "high"} and "account" not in p

@@ -136,16 +136,18 @@ def pending(run_dir, manifest: dict, shards: list[int] | None = None) -> list[in
     return [p["index"] for p in shard_plan.progress(run_dir, manifest) if p["state"] != "done"]
 
 
-def resume(run_dir, executor: str | None = None, shards: list[int] | None = None,
-           slurm: SlurmOptions | None = None, wait: bool = True, progress: bool = True) -> Outcome:
+def resume(run_dir, executor: str | None = None, shards: list[int] | None = None, slurm: dict | None = None,
+           wait: bool = True, progress: bool = True) -> Outcome:
     """Hand over again the shards of ``run_dir`` that have rows missing (or exactly ``shards``).
-    Each resumes its own directory: stored rows are kept, none is measured twice."""
+    Each resumes its own directory: stored rows are kept, none is measured twice. ``slurm``: the
+    :class:`SlurmOptions` fields to change; the others stay as the run recorded them."""
     run_dir = Path(run_dir)
     manifest = shard_plan.load(run_dir)
     executor = executor or manifest["executor"]
     todo = pending(run_dir, manifest, shards)
-    if slurm is not None:
-        manifest["options"]["slurm"] = dataclasses.asdict(slurm)
+    if executor == "slurm":
+        recorded = manifest["options"].get("slurm") or {}
+        manifest["options"]["slurm"] = dataclasses.asdict(SlurmOptions(**(recorded | (slurm or {}))))
     if not todo:
         return Outcome(run_dir, manifest, executor, [], {}, True)
     return run_shards(run_dir, manifest, todo, executor, wait, progress)
