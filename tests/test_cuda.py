@@ -120,3 +120,23 @@ def test_fff_cuda_non_contiguous_input_and_graph_replay():
         g.replay()
     torch.cuda.synchronize()
     np.testing.assert_allclose(y.cpu().numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cuda_warm_up_waits_for_each_call(monkeypatch):
+    """Launches are asynchronous: warm-up must synchronise after every call, or a slow kernel
+    queues about a thousand calls inside warmup_s and the run waits minutes for them (seen on an
+    H200 with the naive FF kernel, 0.74 s per call)."""
+    import torch
+
+    from fffbench.timing import TimingConfig
+    from fffbench.timing.cuda import _warm
+
+    pending = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: pending.clear())
+
+    def launch(x):
+        pending.append(x)
+        assert len(pending) == 1, "a call was launched before the previous one finished"
+
+    per_call = _warm(launch, 0, TimingConfig(warmup_s=0.01))
+    assert per_call > 0

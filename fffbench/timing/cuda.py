@@ -41,11 +41,14 @@ def _warm(run, x, cfg: TimingConfig) -> float:
     first = time.perf_counter() - t0
     if first > 1.0:  # a multi-second call: its own time is the estimate, more warm-up is waste
         return first
+    # synchronised call by call: launches return at once, so an unsynchronised loop would queue
+    # a launch-queue's worth of calls (about a thousand) within warmup_s and then wait for all of
+    # them, over ten minutes for a kernel of one second
     t_start, n = time.perf_counter(), 0
     while time.perf_counter() - t_start < cfg.warmup_s or n < 3:
         run(x)
+        torch.cuda.synchronize()
         n += 1
-    torch.cuda.synchronize()
     return (time.perf_counter() - t_start) / n
 
 
