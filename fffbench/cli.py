@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -30,41 +29,41 @@ _SLURM = "Sharding (--executor local or slurm)"
                     "  fffbench run suites/scaling.yaml --executor local --shards 2   # one process per GPU\n\n"
                     "  fffbench run suites/scaling.yaml --executor slurm --shards 8 --slurm-partition gpu\n\n"
                     "  fffbench run --resume results/<run-id> --shard 1 --executor local   # one failed shard")
-def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (optional with --resume)."),
+def run(suite: Path | None = typer.Argument(None, help="Suite YAML file (optional with --resume)."),
         out: Path = typer.Option(Path("results"), help="Folder that receives the run directory."),
-        resume: Optional[Path] = typer.Option(None, help="Finish an interrupted run directory; done rows are kept. "
+        resume: Path | None = typer.Option(None, help="Finish an interrupted run directory; done rows are kept. "
                                                          "For a sharded run: its unfinished shards."),
-        device: Optional[List[str]] = typer.Option(None, help="Run only the cases on this device (repeatable)."),
+        device: list[str] | None = typer.Option(None, help="Run only the cases on this device (repeatable)."),
         progress: bool = typer.Option(True, help="Show the progress bar."),
         summary: bool = typer.Option(True, help="Print the tables at the end."),
-        executor: Optional[str] = typer.Option(
+        executor: str | None = typer.Option(
             None, rich_help_panel=_SLURM, help="inline (default: this process), local (one process per shard on "
                                                "this host, shard k on GPU k mod GPUs) or slurm (one job per shard). "
                                                "With --resume of a sharded run: the run's own executor."),
-        shards: Optional[int] = typer.Option(None, min=1, rich_help_panel=_SLURM,
+        shards: int | None = typer.Option(None, min=1, rich_help_panel=_SLURM,
                                              help="Number of shards (default: local, one per GPU; slurm, 1)."),
         replicate: bool = typer.Option(False, "--replicate", rich_help_panel=_SLURM,
                                        help="Every shard runs every case (one replica per GPU or node), to compare "
                                             "machines: report and compare show each replica as a machine."),
-        shard: Optional[List[int]] = typer.Option(None, rich_help_panel=_SLURM,
+        shard: list[int] | None = typer.Option(None, rich_help_panel=_SLURM,
                                                   help="With --resume: re-run only this shard (repeatable)."),
-        gpus: Optional[str] = typer.Option(None, rich_help_panel=_SLURM,
+        gpus: str | None = typer.Option(None, rich_help_panel=_SLURM,
                                            help="local: GPU indices to spread shards over, e.g. 0,1 (default: "
                                                 "CUDA_VISIBLE_DEVICES, else every GPU)."),
         wait: bool = typer.Option(True, rich_help_panel=_SLURM,
                                   help="Wait for the shards, merge and summarise (--no-wait: submit and return)."),
-        slurm_partition: Optional[str] = typer.Option(None, rich_help_panel=_SLURM, help="Slurm partition."),
-        slurm_time: Optional[int] = typer.Option(None, min=1, rich_help_panel=_SLURM,
+        slurm_partition: str | None = typer.Option(None, rich_help_panel=_SLURM, help="Slurm partition."),
+        slurm_time: int | None = typer.Option(None, min=1, rich_help_panel=_SLURM,
                                                  help="Time limit per shard, minutes (default 240)."),
-        slurm_gpus_per_shard: Optional[int] = typer.Option(
+        slurm_gpus_per_shard: int | None = typer.Option(
             None, min=0, rich_help_panel=_SLURM, help="GPUs per shard job (default: 1 if the suite has CUDA cases)."),
-        slurm_cpus_per_shard: Optional[int] = typer.Option(
+        slurm_cpus_per_shard: int | None = typer.Option(
             None, min=1, rich_help_panel=_SLURM, help="CPUs per shard job (threads: all means these)."),
-        slurm_account: Optional[str] = typer.Option(None, rich_help_panel=_SLURM, help="Slurm account."),
-        slurm_extra: Optional[List[str]] = typer.Option(
+        slurm_account: str | None = typer.Option(None, rich_help_panel=_SLURM, help="Slurm account."),
+        slurm_extra: list[str] | None = typer.Option(
             None, metavar="KEY=VALUE", rich_help_panel=_SLURM,
             help="Any other sbatch option, e.g. constraint=h100 or mem=64G (repeatable)."),
-        slurm_setup: Optional[List[str]] = typer.Option(
+        slurm_setup: list[str] | None = typer.Option(
             None, metavar="COMMAND", rich_help_panel=_SLURM,
             help="Shell line run before each shard, e.g. 'source .venv/bin/activate' (repeatable).")):
     """Run a suite: check every backend against the float64 reference, time the correct ones, store rows.
@@ -124,7 +123,7 @@ def run(suite: Optional[Path] = typer.Argument(None, help="Suite YAML file (opti
 
 
 @app.command(epilog="Example:\n\n  fffbench validate suites/*.yaml")
-def validate(suites: List[Path] = typer.Argument(..., help="Suite YAML files.")):
+def validate(suites: list[Path] = typer.Argument(..., help="Suite YAML files.")):
     """Check suites without running them: keys, types, ranges, backend names, comparisons."""
     from fffbench.runner import plan
     from fffbench.suite import SuiteError, load_suite
@@ -171,7 +170,7 @@ def info():
     typer.echo(json.dumps(collect(), indent=2, default=str))
 
 
-from fffbench import cli_reports, cli_shards  # noqa: E402,F401  (register report, plot, compare; merge, shards)
+from fffbench import cli_reports, cli_shards  # noqa: F401  (register report, plot, compare; merge, shards)
 
 
 def main():  # console-script entry point

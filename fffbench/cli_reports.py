@@ -6,8 +6,8 @@ Nothing here measures: each command loads run directories, computes tables with
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -36,7 +36,7 @@ def _number(name: str, text: str, minimum: float, strict: bool = True) -> float:
         v = float(text)
     except ValueError:
         _fail(f"{name} must be a number, got {text!r}")
-    if v < minimum or (strict and v == minimum) or v != v:
+    if math.isnan(v) or v < minimum or (strict and v == minimum):
         _fail(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {text}")
     return v
 
@@ -51,7 +51,7 @@ def _wrote(paths) -> None:
                     "  fffbench report results/<run-id> --format csv --no-plots")
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `fffbench run`."),
            fmt: str = typer.Option("md", "--format", help="md (Markdown), csv (one file per table) or latex."),
-           out: Optional[Path] = typer.Option(None, help="Folder for the report and plots (default: RUN_DIR/report)."),
+           out: Path | None = typer.Option(None, help="Folder for the report and plots (default: RUN_DIR/report)."),
            plots: bool = typer.Option(True, help="Also write the plots (PNG and SVG)."),
            show: bool = typer.Option(True, help="Print the Markdown report (format md) on stdout.")):
     """Tables of a stored run: the paper's Table 2 by level, best against best, the paper's figures,
@@ -75,8 +75,8 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
 
 @app.command(epilog="Examples:\n\n  fffbench plot results/<run-id>\n\n"
                     "  fffbench plot results/<run-on-cpu> results/<run-on-gpu> --out plots/")
-def plot(run_dirs: List[Path] = typer.Argument(..., help="One or more run directories (drawn on the same figures)."),
-         out: Optional[Path] = typer.Option(None, help="Folder for the PNG and SVG files "
+def plot(run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (drawn on the same figures)."),
+         out: Path | None = typer.Option(None, help="Folder for the PNG and SVG files "
                                                        "(default: RUN_DIR/report for one run, ./plots for several)."),
          ):
     """Figures of stored runs: level-matched and best-against-best speedups beside the paper's figures
@@ -92,14 +92,14 @@ def plot(run_dirs: List[Path] = typer.Argument(..., help="One or more run direct
                     "  fffbench compare results/<machine-a> results/<machine-b> --out compare/\n\n"
                     "  fffbench compare results/<main> results/<branch> --fail-on-regression 1.5   # in CI\n\n"
                     "  fffbench compare results/<sharded-run>   # its hosts against each other")
-def compare(run_dirs: List[Path] = typer.Argument(..., help="The base run, then one or more runs to compare with it "
+def compare(run_dirs: list[Path] = typer.Argument(..., help="The base run, then one or more runs to compare with it "
                                                             "(one sharded run of several hosts: its hosts)."),
-            out: Optional[Path] = typer.Option(None, help="Folder for compare.md and the plot "
+            out: Path | None = typer.Option(None, help="Folder for compare.md and the plot "
                                                           "(default: ./compare-BASE-vs-OTHER)."),
             threshold: str = typer.Option("1.1", help="Ratio beyond which a significant change is called slower "
                                                       "or faster."),
             alpha: str = typer.Option("0.05", help="Significance level of the Mann-Whitney U tests."),
-            fail_on_regression: Optional[str] = typer.Option(
+            fail_on_regression: str | None = typer.Option(
                 None, "--fail-on-regression", metavar="FACTOR",
                 help="Exit 1 when a case became slower by more than FACTOR with significance, or became wrong.")):
     """Match cases across runs (two machines, or before and after a change): times side by side, the

@@ -152,10 +152,10 @@ def env_warnings(runs: R.Runs, base: str, other: str, tolerance: float = 0.10) -
     va, vb = ea.get("versions") or {}, eb.get("versions") or {}
     for k in sorted(set(va) | set(vb)):
         diff(f"{k} versions", va.get(k), vb.get(k))
-    blas = lambda e: sorted({f"{b.get('internal_api')} {b.get('version')} x{b.get('num_threads')}"  # noqa: E731
+    blas = lambda e: sorted({f"{b.get('internal_api')} {b.get('version')} x{b.get('num_threads')}"
                              for b in e.get("blas") or []})
     diff("BLAS libraries", blas(ea), blas(eb))
-    gpu = lambda e, k: [g.get(k) for g in e.get("gpus") or []]  # noqa: E731
+    gpu = lambda e, k: [g.get(k) for g in e.get("gpus") or []]
     for k, what in (("name", "GPUs"), ("driver", "GPU drivers"), ("cuda", "CUDA versions"),
                     ("max_clocks_mhz", "GPU clocks")):
         diff(what, gpu(ea, k), gpu(eb, k))
@@ -182,9 +182,9 @@ def to_markdown(runs: R.Runs, table: pd.DataFrame, threshold: float, alpha: floa
 
     base = table["base"].iloc[0] if len(table) else runs.labels[0]
     out = [f"# fffbench compare: {base} against {', '.join(o for o in runs.labels if o != base)}", "",
-           f"Ratio = other time / {base} time (> 1: slower), ratio of medians with a 95% bootstrap interval. "
+           (f"Ratio = other time / {base} time (> 1: slower), ratio of medians with a 95% bootstrap interval. "
            f"*slower* / *faster*: beyond {threshold:g}x and significant (one-sided Mann-Whitney U on the raw samples, "
-           f"alpha {alpha:g}); p: two-sided U test of any difference.", ""]
+           f"alpha {alpha:g}); p: two-sided U test of any difference."), ""]
     for other in [o for o in runs.labels if o != base]:
         warns = env_warnings(runs, base, other)
         na, nb = unmatched(runs, base, other)
@@ -202,7 +202,7 @@ def to_markdown(runs: R.Runs, table: pd.DataFrame, threshold: float, alpha: floa
                           f"{base} ms": table["base_ms"].map(lambda v: num(v, 4)),
                           "other ms": table["other_ms"].map(lambda v: num(v, 4)),
                           "ratio [95% CI]": [fmt_x(*v) for v in zip(table["ratio"], table["ci_low"], table["ci_high"])],
-                          "p (U)": table["p_value"].map(lambda v: f"{v:.2g}" if v == v else ""),
+                          "p (U)": table["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.2g}"),
                           "verdict": table["verdict"]})
         out += ["## Cases", "", md_table(t), ""]
     if factor is not None:
@@ -211,7 +211,7 @@ def to_markdown(runs: R.Runs, table: pd.DataFrame, threshold: float, alpha: floa
                               "ratio [95% CI]": [fmt_x(*v) for v in zip(failed["ratio"], failed["ci_low"],
                                                                         failed["ci_high"])],
                               f"p (U, other > {factor:g}x base)": failed["p_regression"].map(
-                                  lambda v: f"{v:.2g}" if v == v else ""),
+                                  lambda v: "" if pd.isna(v) else f"{v:.2g}"),
                               "status": failed["base_status"] + " -> " + failed["other_status"]})
             out += [f"## Regressions beyond {factor:g}x", "", md_table(f), ""]
         else:

@@ -35,7 +35,7 @@ class Reference:
     width: int
 
     @classmethod
-    def compute(cls, layer, weights, x) -> "Reference":
+    def compute(cls, layer, weights, x) -> Reference:
         if layer.family == "ff":
             y = layer.reference(x, weights)
             return cls(y, np.full(y.shape[0], np.inf), layer.width)

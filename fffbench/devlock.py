@@ -147,7 +147,7 @@ class Placement:
         self.shard, self.locks, self.gpu_index, self.gpu_uuid = shard, locks, gpu_index, gpu_uuid
 
     @classmethod
-    def for_shard(cls, shard: int, lock_dir, host: str, uses_gpu: bool, tag: str = "run") -> "Placement":
+    def for_shard(cls, shard: int, lock_dir, host: str, uses_gpu: bool, tag: str = "run") -> Placement:
         index, uuid = visible_gpu() if uses_gpu else (None, None)
         gpu = uuid or (f"index{index}" if index is not None else None)
         return cls(shard, DeviceLocks(lock_dir, host, gpu, fallback_tag=tag), index, uuid)

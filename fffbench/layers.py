@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import erf
 
-__all__ = ["FF", "FFF", "gelu64", "make_input", "INPUT_KINDS"]
+__all__ = ["FF", "FFF", "INPUT_KINDS", "gelu64", "make_input"]
 
 INPUT_KINDS = ("gaussian", "identical", "zeros")
 

@@ -33,7 +33,7 @@ def headline(df: pd.DataFrame) -> dict:
     ok = R.warm(df[df["status"] == "ok"])
     if ok.empty:
         return {}
-    pick = lambda col, pref: pref if pref in set(ok[col]) else ok[col].value_counts().idxmax()  # noqa: E731
+    pick = lambda col, pref: pref if pref in set(ok[col]) else ok[col].value_counts().idxmax()
     key = {"dtype": pick("dtype", "float32"), "input": pick("input", "gaussian"), "width": ok["width"].max()}
     sel = ok[(ok["dtype"] == key["dtype"]) & (ok["input"] == key["input"]) & (ok["width"] == key["width"])]
     key |= {"seed": sel["seed"].min(), "threads": sel["threads"].max()}

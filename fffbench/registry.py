@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ LEVELS = ("cpu-l1", "cpu-l2", "cpu-l3", "gpu-native", "pytorch-bmm", "naive-cuda
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda")
 
-_REGISTRY: dict[str, "Backend"] = {}
+_REGISTRY: dict[str, Backend] = {}
 _discovered = False
 
 

@@ -184,13 +184,13 @@ def times_section(times: pd.DataFrame, untimed: pd.DataFrame) -> list[Section]:
             t = t.drop(columns="regime")
         out.append(Section("times", "Absolute times", t, times, [
             "* noisy: the 95% interval of the median is wider than 10% of it.",
-            "GB/s: compulsory bytes (x read, y written, touched weights once) per second; GFLOP/s: 2 per multiply-add. "
-            "Fractions are of this run's measured copy bandwidth and GEMM rate; blank where none was measured.",
+            ("GB/s: compulsory bytes (x read, y written, touched weights once) per second; GFLOP/s: 2 per multiply-add. "
+            "Fractions are of this run's measured copy bandwidth and GEMM rate; blank where none was measured."),
             "Roofline floor: the larger of FLOPs at the GEMM rate and bytes at the copy bandwidth."]))
     if not untimed.empty:
         out.append(Section("untimed", "Rows not timed", untimed.drop(columns="run") if untimed["run"].nunique() == 1
-                           else untimed, untimed, ["skipped: unavailable here; wrong: failed the correctness gate "
-                                                   "(never timed); error: raised."], level=3))
+                           else untimed, untimed, [("skipped: unavailable here; wrong: failed the correctness gate "
+                                                   "(never timed); error: raised.")], level=3))
     return out
 
 
@@ -209,11 +209,11 @@ def sections(runs: R.Runs) -> list[Section]:
                                          R.suite_comparisons(_suite_text(runs.envs[run])))
                       for run in runs.envs], ignore_index=True)
     head = Section("table2", "Table 2: level-matched speedups (FF time / FFF time)", pd.DataFrame(), levels, [
-        "As in the paper: one row per configuration, one column per implementation level. Each cell is the "
+        ("As in the paper: one row per configuration, one column per implementation level. Each cell is the "
         "baseline FF's time at that level over this configuration's time at that level (ratio of medians, "
-        "95% bootstrap interval), with the paper's figure beside it where this is the paper's setting.",
-        "Neuron limit: baseline width / neurons used per row. Roofline limit: the baseline's FLOPs at the measured "
-        "GEMM rate over this layer's compulsory bytes at the measured copy bandwidth (blank without ceilings)."]
+        "95% bootstrap interval), with the paper's figure beside it where this is the paper's setting."),
+        ("Neuron limit: baseline width / neurons used per row. Roofline limit: the baseline's FLOPs at the measured "
+        "GEMM rate over this layer's compulsory bytes at the measured copy bandwidth (blank without ceilings).")]
         + [f"Environment ({run}): {R.env_footnote(env)}" for run, env in runs.envs.items()])
     return ([head] + table2_sections(levels, runs) + best_section(best, R.geomean_summary(best))
             + [paper_section(R.paper_table(runs, levels)),
@@ -231,7 +231,7 @@ def _suite_text(env: dict) -> str:
 def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return ""
-    esc = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    esc = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
     lines = ["| " + " | ".join(esc(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
@@ -240,8 +240,8 @@ def md_table(df: pd.DataFrame) -> str:
 def to_markdown(runs: R.Runs, secs: list[Section], figures=()) -> str:
     names = ", ".join(f"{run} ({runs.machine(run)})" for run in runs.envs)
     out = [f"# fffbench report: {names}", "",
-           "Speedups are FF time / FFF time: ratios of medians with a 95% bootstrap interval from the raw samples; "
-           "summaries are geometric means. Only correct (status ok) rows are compared.", ""]
+           ("Speedups are FF time / FFF time: ratios of medians with a 95% bootstrap interval from the raw samples; "
+           "summaries are geometric means. Only correct (status ok) rows are compared."), ""]
     for s in secs:
         out += ["#" * s.level + " " + s.title, ""]
         if not s.table.empty:

@@ -167,7 +167,7 @@ def _cell(runs, key, base_rows, rows, fam, device, level, base_flops, base, dept
     else:
         flops, nbytes = _one(rows, "flops"), _one(rows, "bytes")
         roof = (floor_seconds(base_flops, _one(base_rows, "bytes"), gemm, bw) / floor_seconds(flops, nbytes, gemm, bw)
-                if bw == bw and gemm == gemm else math.nan)
+                if not (math.isnan(bw) or math.isnan(gemm)) else math.nan)
     fig = None
     if fam == "fff":
         fig = paper_figure(key, device, level, base, depth, trees, fff_level="best" if vs == "best FFF" else None)
@@ -225,7 +225,7 @@ def absolute_table(runs: Runs) -> pd.DataFrame:
     out = []
     for _, r in df.iterrows():
         gemm, bw = runs.ceilings(r["run"], r["device"], r["dtype"])
-        floor = floor_seconds(r["flops"], r["bytes"], gemm, bw) if bw == bw else math.nan
+        floor = floor_seconds(r["flops"], r["bytes"], gemm, bw) if not math.isnan(bw) else math.nan
         out.append({"run": r["run"], "machine": r["machine"], "device": r["device"], "dtype": r["dtype"],
                     "batch": r["batch"], "width": r["width"], "threads": r["threads"], "layer": layer_label(r),
                     "backend": r["backend"], "level": r["level"], "regime": r["regime"],
@@ -304,8 +304,8 @@ def environment_items(env: dict) -> list[tuple[str, str]]:
         items.append(("suite", f"{suite.get('name')} ({suite.get('path')}, sha256 {str(suite.get('sha256'))[:12]})"))
     cpu = env.get("cpu") or {}
     if cpu:
-        items.append(("CPU", f"{cpu.get('model')}, {cpu.get('logical_cores')} logical / {cpu.get('physical_cores')} "
-                             f"physical cores, affinity {cpu.get('affinity')}, {' '.join(cpu.get('flags') or [])}"))
+        items.append(("CPU", (f"{cpu.get('model')}, {cpu.get('logical_cores')} logical / {cpu.get('physical_cores')} "
+                             f"physical cores, affinity {cpu.get('affinity')}, {' '.join(cpu.get('flags') or [])}")))
     blas = sorted({f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads, "
                    f"{b.get('threading_layer')})" for b in env.get("blas") or []})
     if blas:
@@ -352,7 +352,7 @@ def env_footnote(env: dict) -> str:
 
 
 # the suite's comparisons and the end-of-run summary live in their own modules; kept importable here
-from fffbench.comparisons import comparison_table, suite_comparisons, times_table  # noqa: E402,F401
+from fffbench.comparisons import comparison_table, suite_comparisons, times_table  # noqa: F401
 
 
 def print_summary(df: pd.DataFrame, comparisons, machine: str, console=None) -> None:

@@ -34,8 +34,8 @@ def cpu_ceilings(threads: int, dtypes=("float32",), copy_mib: int = 256, gemm_n:
     """
     import torch
 
-    from fffbench.runner import pinned_threads
     from fffbench.backends._torch import tdtype
+    from fffbench.runner import pinned_threads
 
     out = {"threads": threads, "gemm_gflops": {}}
     with pinned_threads(threads):
@@ -46,7 +46,7 @@ def cpu_ceilings(threads: int, dtypes=("float32",), copy_mib: int = 256, gemm_n:
         for dt in dtypes:
             a = torch.randn(gemm_n, gemm_n).to(tdtype(dt))
             b = torch.randn(gemm_n, gemm_n).to(tdtype(dt))
-            t = _median_time(lambda: torch.mm(a, b), reps=3, warm=1)
+            t = _median_time(lambda a=a, b=b: torch.mm(a, b), reps=3, warm=1)
             out["gemm_gflops"][dt] = 2 * gemm_n ** 3 / t / 1e9
     return out
 
@@ -60,8 +60,8 @@ def cuda_ceilings(dtypes=("float32",), copy_gib: float = 2.0, gemm_n: int = 8192
     sync = torch.cuda.synchronize
     n = int(copy_gib * 2 ** 30) // 4
     src, dst = torch.ones(n, device="cuda"), torch.empty(n, device="cuda")
-    out = {"copy_gbps": 2 * n * 4 / _median_time(lambda: dst.copy_(src), sync, reps=10) / 1e9, "gemm_gflops": {}}
-    del src, dst
+    out = {"copy_gbps": 2 * n * 4 / _median_time(lambda s=src, d=dst: d.copy_(s), sync, reps=10) / 1e9, "gemm_gflops": {}}
+    del src, dst  # free the 4 GB before the GEMM operands
     for dt in dtypes:
         a = torch.randn(gemm_n, gemm_n, device="cuda").to(tdtype(dt))
         b = torch.randn(gemm_n, gemm_n, device="cuda").to(tdtype(dt))
@@ -70,7 +70,7 @@ def cuda_ceilings(dtypes=("float32",), copy_gib: float = 2.0, gemm_n: int = 8192
             prev = torch.backends.cuda.matmul.allow_tf32
             torch.backends.cuda.matmul.allow_tf32 = tf32
             try:
-                out["gemm_gflops"][name] = 2 * gemm_n ** 3 / _median_time(lambda: torch.mm(a, b), sync) / 1e9
+                out["gemm_gflops"][name] = 2 * gemm_n ** 3 / _median_time(lambda a=a, b=b: torch.mm(a, b), sync) / 1e9
             finally:
                 torch.backends.cuda.matmul.allow_tf32 = prev
     torch.cuda.empty_cache()

@@ -281,10 +281,17 @@ def _runnable(task: Task) -> bool:
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
-__all__ = ["run_suite", "plan", "regimes", "RunInterrupted", "RunAborted", "Task", "pinned_threads"]
+__all__ = ["RunAborted", "RunInterrupted", "Task", "pinned_threads", "plan", "regimes", "run_suite"]

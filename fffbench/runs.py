@@ -166,7 +166,7 @@ def pair(runs: Runs, num, den) -> dict:
 
 
 def geomean(values) -> float:
-    v = np.asarray([x for x in values if x == x and x > 0], dtype=float)
+    v = np.asarray([x for x in values if not math.isnan(x) and x > 0], dtype=float)
     return float(np.exp(np.log(v).mean())) if v.size else math.nan
 
 

@@ -97,7 +97,7 @@ class RunStore:
         return self._run_id or self.path.name
 
     @classmethod
-    def create(cls, root, run_id: str, env: dict, suite, dirname: str | None = None) -> "RunStore":
+    def create(cls, root, run_id: str, env: dict, suite, dirname: str | None = None) -> RunStore:
         path = Path(root) / (dirname or run_id)
         path.mkdir(parents=True, exist_ok=False)
         store = cls(path, run_id if dirname else None)
@@ -107,7 +107,7 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, path) -> "RunStore":
+    def open(cls, path) -> RunStore:
         path = Path(path)
         if not (path / RUN_JSON).exists():
             raise FileNotFoundError(f"{path} is not a run directory (no {RUN_JSON})")
@@ -122,7 +122,7 @@ class RunStore:
         p = self.path / MANIFEST
         return json.loads(p.read_text()) if p.exists() else None
 
-    def shards(self) -> list["RunStore"]:
+    def shards(self) -> list[RunStore]:
         """The shard directories of a sharded run that have started (an empty list otherwise)."""
         m = self.manifest()
         if not m:

@@ -10,6 +10,7 @@ Published numbers come from `fffbench run`; this is for choosing the kernel's pa
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -97,26 +98,23 @@ def main():
         for variant, opts in VARIANTS:
             k = FffOptimized(layer, w, "cuda", dtype, variant=variant, **opts)
             chk = check_output(k(xt).float().cpu().numpy(), ref, dtype, "fff")
+            call = functools.partial(k, xt)
             for graph in (False, True):
-                us = bench(lambda: k(xt), graph=graph)
+                us = bench(call, graph=graph)
                 rows.append(dict(dtype=dtype, variant=variant, **opts, graph=graph,
                                  us=us, ok=chk.passed, rel_err=chk.rel_err, agree=chk.path_agreement))
-                print(f"fff-cuda {dtype:8s} {variant:3s} {str(opts):55s} graph={graph!s:5s} {us:8.1f} us "
+                print(f"fff-cuda {dtype:8s} {variant:3s} {opts!s:55s} graph={graph!s:5s} {us:8.1f} us "
                       f"ok={chk.passed} err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}", flush=True)
-            print("    kernels (us/call):", kernel_times(lambda: k(xt)), flush=True)
-        for name in (("fff-cuda-naive",) if dtype == "float32" else ()):
-            if dtype != "float32" and name == "fff-cuda-naive":
-                continue
-            k = fb.get_backend(name).build(layer, w, device="cuda", dtype=dtype)
-            xn = k.prepare(x)
-            us = bench(lambda: k.run(xn), reps=20 if "naive" in name else 100)
-            rows.append(dict(dtype=dtype, backend=name, us=us))
-            print(f"{name:14s} {dtype:8s} {us:10.1f} us", flush=True)
+            print("    kernels (us/call):", kernel_times(call), flush=True)
+        if dtype == "float32":  # the paper's naive level exists in float32 only
+            k = fb.get_backend("fff-cuda-naive").build(layer, w, device="cuda", dtype=dtype)
+            us = bench(functools.partial(k.run, k.prepare(x)), reps=20)
+            rows.append(dict(dtype=dtype, backend="fff-cuda-naive", us=us))
+            print(f"fff-cuda-naive {dtype:8s} {us:10.1f} us", flush=True)
         for h in (3072,):
             ff = fb.FF(width=768, hidden=h)
             k = fb.get_backend("ff-dense").build(ff, ff.init_weights(0), device="cuda", dtype=dtype)
-            xn = k.prepare(x)
-            us = bench(lambda: k.run(xn), reps=50)
+            us = bench(functools.partial(k.run, k.prepare(x)), reps=50)
             rows.append(dict(dtype=dtype, backend="ff-dense", hidden=h, us=us))
             print(f"ff-dense H={h} {dtype:8s} {us:10.1f} us", flush=True)
     if args.naive:

@@ -18,9 +18,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fffbench.comparisons import comparison_table, suite_comparisons  # noqa: E402
-from fffbench.runs import layer_label  # noqa: E402
-from fffbench.store import RunStore  # noqa: E402
+from fffbench.comparisons import comparison_table, suite_comparisons
+from fffbench.runs import layer_label
+from fffbench.store import RunStore
 
 BEGIN, END = "<!-- RESULTS:BEGIN (scripts/readme_tables.py) -->", "<!-- RESULTS:END -->"
 

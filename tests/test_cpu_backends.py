@@ -133,7 +133,7 @@ def test_c_blas_skip_reason(monkeypatch):
     """Without any BLAS the paper-level C backends are skipped with the reason; fff-c-opt needs none."""
     _available("fff-c-opt")
     monkeypatch.setattr(_cbuild, "_state", {k: v for k, v in _cbuild._state.items() if k != "blas"})
-    monkeypatch.setattr(_cbuild, "_KINDS", {k: (lambda: [], v[1]) for k, v in _cbuild._KINDS.items()})
+    monkeypatch.setattr(_cbuild, "_KINDS", {k: (list, v[1]) for k, v in _cbuild._KINDS.items()})
     assert "no BLAS found" in fb.get_backend("ff-c-l3").unavailable_reason()
     assert fb.get_backend("fff-c-opt").unavailable_reason() is None
 

@@ -71,9 +71,9 @@ def test_cuda_backend_matches_reference(name, layer, batch):
 @pytest.mark.parametrize("variant,opts", [("v1", {}), ("v2-staged", {}), ("v3", {}), ("v3", dict(rows_per_warp=2)),
                                           ("v3", dict(rows_per_warp=4))])
 def test_fff_cuda_variants_match_reference(dtype, batch, variant, opts):
-    from fffbench.backends.cuda_kernels import FffOptimized
-
     import torch
+
+    from fffbench.backends.cuda_kernels import FffOptimized
 
     layer = fb.FFF(width=768, depth=11)
     w = layer.init_weights(3)

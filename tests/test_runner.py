@@ -4,7 +4,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -104,7 +103,7 @@ def test_cli_exit_codes(tmp_path):
 
 
 def test_torn_last_line_is_dropped_and_runs_merge(tiny_run, tmp_path):
-    suite, store = tiny_run
+    _suite, store = tiny_run
     import shutil
 
     copy = tmp_path / "copy"
@@ -146,7 +145,7 @@ def test_sigint_then_resume_matches_uninterrupted_run(tmp_path):
         time.sleep(0.05)
     assert results is not None, "run produced no rows"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
     kept = len(RunStore.open(results.parent).frame())
@@ -174,7 +173,7 @@ def test_resume_refuses_a_different_suite(tmp_path, tiny_run):
 
 
 def test_harness_failure_keeps_rows_and_says_how_to_resume(tmp_path, monkeypatch):
-    import fffbench.runner as runner
+    from fffbench import runner
     from fffbench.correctness import Reference
 
     real = Reference.compute

@@ -238,7 +238,7 @@ def test_slurm_job_script_and_manifest(fake_slurm, tmp_path):
         assert line in script.splitlines(), line
     assert f"#SBATCH --output={run_dir}/slurm/%A_%a_0_log.out" in script
     assert "source .venv/bin/activate" in script
-    assert re.search(rf"srun .*-m submitit.core._submit {re.escape(str(run_dir))}/slurm$", script, re.M)
+    assert re.search(rf"srun .*-m submitit.core._submit {re.escape(str(run_dir))}/slurm$", script, re.MULTILINE)
     manifest = shard_plan.load(run_dir)
     assert manifest["executor"] == "slurm" and manifest["options"]["slurm"]["partition"] == "gpu"
     assert [s["jobs"][-1]["job_id"] for s in manifest["shards"]] == ["4242_0", "4242_1", "4242_2"]

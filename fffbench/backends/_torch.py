@@ -1,7 +1,7 @@
 """Shared plumbing for PyTorch backends: dtype mapping, device checks, the kernel wrapper."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

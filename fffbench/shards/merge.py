@@ -25,8 +25,7 @@ from fffbench.store import COLUMNS, RESULTS, SAMPLES, RunStore, read_jsonl
 def _write_lines(path: Path, objs) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        for o in objs:
-            f.write(json.dumps(o, separators=(",", ":")) + "\n")
+        f.writelines(json.dumps(o, separators=(",", ":")) + "\n" for o in objs)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

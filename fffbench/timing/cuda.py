@@ -60,7 +60,7 @@ def time_cuda(kernel, x_native, cfg: TimingConfig, l2: str = "warm", launch: str
     if l2 == "flush":
         number = 1  # a flush between calls averaged together would be inside the sample
         flush = torch.empty(2 * l2_bytes() // 4, dtype=torch.int32, device="cuda")
-    step = lambda: [kernel.run(x_native) for _ in range(number)]  # noqa: E731
+    step = lambda: [kernel.run(x_native) for _ in range(number)]
     if launch == "graph":
         if per_call > GRAPH_MAX_CALL_S:
             raise RegimeNotApplicable(f"graph replay not measured: {per_call * 1e3:.0f} ms per call, launch gaps are noise")

@@ -22,8 +22,8 @@ def median_ci(samples, confidence: float = 0.95) -> tuple[float, float]:
         return math.nan, math.nan
     z = {0.90: 1.645, 0.95: 1.96, 0.99: 2.576}.get(confidence, 1.96)
     half = z * math.sqrt(n) / 2
-    lo = max(int(math.floor(n / 2 - half)), 0)
-    hi = min(int(math.ceil(n / 2 + half)), n - 1)
+    lo = max(math.floor(n / 2 - half), 0)
+    hi = min(math.ceil(n / 2 + half), n - 1)
     return float(s[lo]), float(s[hi])
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/, for the slowable backend
 
-import slowable  # noqa: E402  (registers test-fff-slowable)
-from fffbench.cli import app  # noqa: E402
+import slowable
+
+from fffbench.cli import app
 
 RUNS = [("mini", "mini.yaml", 1), ("cmp-base", "cmp.yaml", 1), ("cmp-again", "cmp.yaml", 1),
         ("cmp-slow", "cmp.yaml", 3)]
