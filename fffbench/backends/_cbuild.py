@@ -334,17 +334,18 @@ def _find_blas() -> Blas:
     raise BuildError(f"no BLAS found ({'; '.join(tried)[:200] or 'none of MKL, OpenBLAS'}): {hint}")
 
 
-def reason_c() -> str | None:
+def _reason(find) -> str | None:
+    """None when ``find()`` succeeds, else why it failed (an availability check's answer)."""
     try:
-        load()
+        find()
     except BuildError as e:
         return str(e)
     return None
+
+
+def reason_c() -> str | None:
+    return _reason(load)
 
 
 def reason_blas() -> str | None:
-    try:
-        blas()
-    except BuildError as e:
-        return str(e)
-    return None
+    return _reason(blas)

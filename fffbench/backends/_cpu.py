@@ -67,29 +67,31 @@ def from_bf16_bits(h) -> np.ndarray:
     return (np.asarray(h, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
-class Buffers:
-    """Per-batch-size buffers (outputs, scratch) made on first use, so no timed call allocates."""
-
-    def __init__(self, make):
-        self.make, self.cache = make, {}
-
-    def get(self, batch: int):
-        if batch not in self.cache:
-            self.cache.clear()  # one batch size at a time: keep memory bounded
-            self.cache[batch] = self.make(batch)
-        return self.cache[batch]
-
-
 class NativeKernel(Kernel):
-    """A CPU kernel taking a contiguous float32 (or bfloat16-bit) array; ``to_numpy`` returns a
-    copy because the output buffer is reused by the next call."""
+    """A CPU kernel taking a contiguous float32 (or bfloat16-bit) array and writing into an output
+    (and optional scratch) buffer made per batch size in ``prepare``, outside any timed call, and
+    reused by every call; ``to_numpy`` therefore returns a copy."""
 
     device = "cpu"
     bf16 = False
 
+    def __init__(self, out_width: int, scratch=None):
+        out_dtype = np.uint16 if self.bf16 else np.float32
+        self._make = lambda n: (zeros_resident((n, out_width), out_dtype), scratch(n) if scratch else None)
+        self._buffers: dict[int, tuple] = {}
+
+    def buffers(self, batch: int) -> tuple:
+        """(output, scratch) for ``batch`` rows; one batch size is kept at a time to bound memory."""
+        if batch not in self._buffers:
+            self._buffers.clear()
+            self._buffers[batch] = self._make(batch)
+        return self._buffers[batch]
+
     def prepare(self, x):
         x = as_f32(x)
-        return resident(to_bf16_bits(x) if self.bf16 else x)
+        x = resident(to_bf16_bits(x) if self.bf16 else x)
+        self.buffers(x.shape[0])
+        return x
 
     def to_numpy(self, y):
         return from_bf16_bits(y) if self.bf16 else np.array(y, dtype=np.float32, copy=True)

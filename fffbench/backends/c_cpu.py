@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fffbench.backends import _cbuild
-from fffbench.backends._cpu import Buffers, NativeKernel, resident, threads, to_bf16_bits, zeros_resident
+from fffbench.backends._cpu import NativeKernel, resident, threads, to_bf16_bits, zeros_resident
 from fffbench.registry import register_backend
 
 
@@ -35,16 +35,10 @@ class CKernel(NativeKernel):
         self.blas = _cbuild.blas().describe() if uses_blas else None
         self.bf16 = bf16
         self._call = call
-        dt = np.uint16 if bf16 else np.float32
-        self._bufs = Buffers(lambda n: (zeros_resident((n, out_width), dt), scratch(n) if scratch else None))
-
-    def prepare(self, x):
-        x = super().prepare(x)
-        self._bufs.get(x.shape[0])
-        return x
+        super().__init__(out_width, scratch)
 
     def run(self, x):
-        y, scratch = self._bufs.get(x.shape[0])
+        y, scratch = self.buffers(x.shape[0])
         self._call(x, y, scratch, threads())
         return y
 

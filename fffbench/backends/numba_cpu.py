@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from fffbench.backends._cpu import Buffers, NativeKernel, resident, threads, zeros_resident
+from fffbench.backends._cpu import NativeKernel, resident, threads, zeros_resident
 from fffbench.registry import register_backend
 
 
@@ -107,7 +107,7 @@ def _define():
     @pjit
     def fff_l1(x, w1, b1, w2, y, depth):
         B, d = x.shape
-        K, N, dout = w2.shape
+        K, _, dout = w2.shape
         for r in nb.prange(B):
             yr = y[r]
             yr[:] = 0.0
@@ -161,7 +161,7 @@ def _define():
         # phase 2 walks each subtree's rows (its weights stay in the core's L2), then the output
         # as an embedding bag, written once
         B, d = x.shape
-        N, dout = w2.shape
+        dout = w2.shape[1]
         S = top.shape[1]
         L = depth + 1
         T = 1 << S
@@ -226,15 +226,10 @@ class NumbaKernel(NativeKernel):
         self.numba = numba.__version__
         self.threading_layer = None
         self._call = call
-        self._bufs = Buffers(lambda n: (zeros_resident((n, out_width)), scratch(n) if scratch else None))
-
-    def prepare(self, x):
-        x = super().prepare(x)
-        self._bufs.get(x.shape[0])
-        return x
+        super().__init__(out_width, scratch)
 
     def run(self, x):
-        y, s = self._bufs.get(x.shape[0])
+        y, s = self.buffers(x.shape[0])
         _set_threads(threads())
         self._call(x, y, s)
         if self.threading_layer is None:
