@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fffbench.env import cpu_affinity
+
 LOCK_DIR_ENV = "FFFBENCH_LOCK_DIR"
 
 
@@ -170,8 +172,6 @@ class Placement:
         """The placement as run.json records it."""
         return {"shard": self.shard, "gpu_index": self.gpu_index, "gpu_uuid": self.gpu_uuid,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "lock_dir": str(self.locks.directory), "affinity": _affinity()}
+                "lock_dir": str(self.locks.directory), "affinity": cpu_affinity()}
 
 
-def _affinity() -> int | None:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None

@@ -26,6 +26,12 @@ def _run(*cmd, cwd=None) -> str | None:
         return None
 
 
+def cpu_affinity() -> int | None:
+    """How many CPUs this process may run on (its affinity: a Slurm allocation, taskset), where the
+    OS says."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def cpu_info() -> dict:
     model, flags, cores_per_socket, sockets = platform.processor() or None, set(), None, set()
     try:
@@ -43,7 +49,7 @@ def cpu_info() -> dict:
         pass
     physical = cores_per_socket * max(len(sockets), 1) if cores_per_socket else None
     return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(),
-            "physical_cores": physical, "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "physical_cores": physical, "affinity": cpu_affinity(),
             "flags": sorted(f for f in _FLAGS if f in flags)}
 
 

@@ -19,7 +19,7 @@ from fffbench import env as envmod
 from fffbench.correctness import Reference, check_output
 from fffbench.layers import make_input
 from fffbench.registry import get_backend
-from fffbench.store import RunStore
+from fffbench.store import RunStore, utc_now
 from fffbench.suite import Case, Suite, SuiteError
 from fffbench.timing import TimingConfig
 from fffbench.timing.stats import summarize
@@ -95,10 +95,6 @@ def new_run_id(suite: Suite, host: str) -> str:
     return f"{suite.name}-{stamp}-{re.sub(r'[^A-Za-z0-9-]', '-', host)[:24]}"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
 def _base_row(task: Task, store: RunStore, suite: Suite, host: str) -> dict:
     c, b = task.case, get_backend(task.backend)
     layer = c.layer
@@ -107,7 +103,7 @@ def _base_row(task: Task, store: RunStore, suite: Suite, host: str) -> dict:
                neurons_total=layer.neurons_total, neurons_used=layer.neurons_used, backend=b.name,
                backend_family=b.family, level=b.level_on(c.device), regime=task.regime, host=host,
                flops=layer.flops(c.batch), bytes=layer.compulsory_bytes(c.batch, ITEMSIZE[c.dtype]),
-               started_at=_now())
+               started_at=utc_now())
     return row
 
 
@@ -228,7 +224,7 @@ def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = Tr
         if recorded and recorded != suite.sha256:
             raise SuiteError(f"{suite.path}:0: differs from the suite of run {store.path} (hash mismatch); "
                              "resume with the run's own suite.yaml")
-        store.add_resume({"at": _now(), "host": environment["host"], "argv": environment["argv"]} | (env_extra or {}))
+        store.add_resume({"at": utc_now(), "host": environment["host"], "argv": environment["argv"]} | (env_extra or {}))
     elif run_dir is not None:
         run_dir = Path(run_dir)
         store = RunStore.create(run_dir.parent, run_id or run_dir.name, environment, suite, dirname=run_dir.name)
@@ -257,7 +253,7 @@ def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = Tr
                     if placement is not None:
                         row |= placement.tags(device)
                     row, samples = _measure(task, row, data_by_case[key], suite)
-                    row["finished_at"] = _now()
+                    row["finished_at"] = utc_now()
                 store.append(row, samples)
                 finished += 1
                 if on_row:

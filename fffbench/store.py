@@ -17,6 +17,7 @@ so a row never exists without its samples.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -42,6 +43,11 @@ COLUMNS = (
     "shard", "device_index", "device_uuid",
 )
 SCHEMA_VERSION = 1
+
+
+def utc_now() -> str:
+    """The timestamp every stored record carries: UTC, milliseconds, ISO 8601."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _clean(v):

@@ -14,12 +14,11 @@ slot and every job submitted for it; only the process that submits writes it.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from pathlib import Path
 
-from fffbench.store import MANIFEST, RunStore
+from fffbench.store import MANIFEST, RunStore, utc_now
 from fffbench.suite import Suite
 
 #: nominal rates (FLOP/s) used only to tell long cases from short ones when balancing
@@ -76,10 +75,6 @@ def partition(suite: Suite, n: int, devices=None) -> list[list[int]]:
     return [sorted(s) for s in shards]
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
 def new_manifest(suite: Suite, run_id: str, n: int, executor: str, slots: list[str | None],
                  options: dict | None = None, devices=None, replicate: bool = False) -> dict:
     """The manifest of a new sharded run: ``slots[k]`` is shard k's GPU (local executor) or None.
@@ -93,7 +88,7 @@ def new_manifest(suite: Suite, run_id: str, n: int, executor: str, slots: list[s
                        "rows": sum(rows[i] for i in cases),
                        "devices": sorted({suite.cases[i].device for i in cases}),
                        "gpu": slots[k] if k < len(slots) else None, "jobs": []})
-    return {"version": MANIFEST_VERSION, "run_id": run_id, "created_at": _now(), "executor": executor,
+    return {"version": MANIFEST_VERSION, "run_id": run_id, "created_at": utc_now(), "executor": executor,
             "n_shards": n, "replicate": replicate, "device_filter": sorted(devices) if devices else None,
             "options": options or {},
             "shards": shards}
@@ -115,7 +110,7 @@ def save(run_dir, manifest: dict) -> None:
 
 def record_job(manifest: dict, index: int, job_id: str, executor: str, **extra) -> None:
     manifest["shards"][index]["jobs"].append({"job_id": str(job_id), "executor": executor,
-                                              "submitted_at": _now()} | extra)
+                                              "submitted_at": utc_now()} | extra)
 
 
 def progress(run_dir, manifest: dict) -> list[dict]:

@@ -21,16 +21,13 @@ from pathlib import Path
 
 import yaml
 
+from fffbench.env import cpu_affinity
 from fffbench.store import RUN_JSON, SUITE_COPY, RunStore
 from fffbench.suite import SuiteError, load_suite
 
 #: fault injection for the tests of the failure path: "K" or "K:N" makes shard K exit abruptly
 #: (status 137, as the kernel's OOM killer would) right after storing its N-th row (default 1)
 KILL_ENV = "FFFBENCH_TEST_KILL_SHARD"
-
-
-def _affinity() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _uses_all(suite) -> bool:
@@ -91,7 +88,7 @@ def run_shard(run_dir, index: int, progress: bool = False) -> dict:
     path = run_dir / spec["dir"]
     resume = path if (path / RUN_JSON).exists() else None
     before = RunStore.open(path).env().get("shard", {}) if resume else {}
-    threads_all = before.get("threads_all") or _affinity()
+    threads_all = before.get("threads_all") or cpu_affinity() or os.cpu_count() or 1
     sub = shard_suite(suite, spec["cases"], threads_all)
     host = socket.gethostname()
     placement = Placement.for_shard(index, run_dir / "locks", host, any(c.device != "cpu" for c in sub.cases),
