@@ -25,12 +25,18 @@ _discovered = False
 
 class Kernel:
     """A built backend. ``prepare`` puts an input in the backend's native form (not timed),
-    ``run`` is the call that is timed, ``to_numpy`` brings an output back (not timed).
+    ``run`` is the call that is timed, ``to_numpy`` brings an output back (not timed), and
+    ``describe`` names what the kernel runs on (its BLAS, build, tuned parameters, kernel path),
+    which the runner stores in each row's ``impl`` column.
 
-    Calling the kernel does all three, so ``fn(x)`` takes numpy (or torch) and returns numpy.
+    Calling the kernel does all three: numpy in gives numpy out, a torch tensor in gives a torch
+    tensor out on the tensor's device.
     """
 
     device = "cpu"
+
+    def describe(self) -> str:
+        return ""
 
     def prepare(self, x: Any) -> Any:
         return x
@@ -44,10 +50,21 @@ class Kernel:
     def synchronize(self) -> None:
         """Wait for queued device work; CPU kernels are synchronous."""
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any):
         y = self.run(self.prepare(x))
         self.synchronize()
+        if _is_tensor(x):
+            import torch
+
+            if isinstance(y, torch.Tensor):
+                return y.to(device=x.device)
+            return torch.from_numpy(np.asarray(self.to_numpy(y))).to(device=x.device)
         return self.to_numpy(y)
+
+
+def _is_tensor(x) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch for numpy callers."""
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
 
 
 @dataclass(frozen=True)
@@ -80,18 +97,37 @@ class Backend:
                 return f"availability check failed: {type(e).__name__}: {e}"
         return None
 
-    def build(self, layer, weights, device: str = "cpu", dtype: str = "float32") -> Kernel:
+    def build(self, layer, weights, device: str = "cpu", dtype: str = "float32", threads: int | None = None) -> Kernel:
+        """The built kernel. ``threads`` is the CPU thread count it must use (default: the CPUs this
+        process may run on); builders that declare a ``threads`` keyword receive it."""
         if layer.family != self.family:
             raise ValueError(f"{self.name} implements {self.family.upper()} layers, got {layer.family.upper()}")
         reason = self.unavailable_reason(device, dtype)
         if reason:
             raise RuntimeError(f"{self.name} is unavailable: {reason}")
-        return self.builder(layer, weights, device=device, dtype=dtype)
+        kw = {}
+        if _takes_threads(self.builder):
+            kw["threads"] = threads or _affinity()
+        return self.builder(layer, weights, device=device, dtype=dtype, **kw)
+
+
+def _takes_threads(fn) -> bool:
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return "threads" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _affinity() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def register_backend(name: str, *, family: str, level: str | dict, devices=("cpu",), dtypes=("float32",),
                      available: Callable[[str], str | None] | None = None, description: str = ""):
-    """Decorator registering ``builder(layer, weights, *, device, dtype) -> Kernel`` as a backend."""
+    """Decorator registering ``builder(layer, weights, *, device, dtype[, threads]) -> Kernel`` as a
+    backend (``threads``, when the builder declares it, is the case's CPU thread count)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     for lv in (level.values() if isinstance(level, dict) else [level]):

@@ -121,15 +121,14 @@ def _measure(task: Task, row: dict, data, suite: Suite):
     x, weights, ref = data()
     try:
         with pinned_threads(c.threads):
-            kernel = backend.build(c.layer, weights, device=c.device, dtype=c.dtype)
+            kernel = backend.build(c.layer, weights, device=c.device, dtype=c.dtype, threads=c.threads)
             xn = kernel.prepare(x)
             t0 = time.perf_counter()
             y = kernel.run(xn)
             kernel.synchronize()
             gate_s = time.perf_counter() - t0  # the gate's call is the untimed first call (JIT, init)
             chk = check_output(kernel.to_numpy(y), ref, c.dtype, c.family)
-            row["impl"] = "; ".join(str(v) for v in (getattr(kernel, "blas", None), getattr(kernel, "build_info", None))
-                                    if v)
+            row["impl"] = kernel.describe()
             del y
             row |= {"rel_err": chk.rel_err, "max_row_err": chk.max_row_err,
                     "path_agreement": chk.path_agreement, "decisive_frac": chk.decisive_frac}

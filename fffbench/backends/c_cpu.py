@@ -42,6 +42,9 @@ class CKernel(NativeKernel):
         self._call(x, y, scratch, threads())
         return y
 
+    def describe(self) -> str:
+        return "; ".join(v for v in (self.blas, self.build_info) if v)
+
 
 def _ff_weights(weights):
     return [resident(weights[k], np.float32) for k in ("w1", "b1", "w2")]

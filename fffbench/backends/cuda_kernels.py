@@ -57,11 +57,10 @@ class CudaKernel(TorchKernel):
     def prepare(self, x):
         return super().prepare(x).contiguous()
 
-    @property
-    def build_info(self) -> str | None:
+    def describe(self) -> str:
         """What the last launch ran (the runner stores it in the row's ``impl``)."""
         describe = getattr(self.fn, "describe", None)
-        return describe() if describe else None
+        return describe() if describe else ""
 
 
 def _check(err: int, what: str):
