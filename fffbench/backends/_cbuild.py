@@ -3,8 +3,7 @@ loaded with ctypes; plus the search for a CBLAS to bind the paper-level kernels 
 
 Compiler: ``$CC`` if set (it must exist), else the first of ``cc``, ``gcc``, ``clang`` on PATH.
 Flags: ``-O3 -march=native -fopenmp`` (falling back to fewer flags if the compiler rejects them).
-Cache: ``$FFFBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/fffbench``, else ``~/.cache/fffbench``; one
-directory per hash of (sources, compiler version, flags, CPU model and flags), so a home directory
+Cache: :func:`fffbench.backends._cache.cache_root` (``$FFFBENCH_CACHE_DIR``), one directory per hash of (sources, compiler version, flags, CPU model and flags), so a home directory
 shared between machines never loads code built for another CPU.
 
 BLAS (first found): ``$FFFBENCH_BLAS`` (``mkl``, ``openblas``, ``numpy`` or a library path), MKL from
@@ -29,6 +28,8 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from fffbench.backends._cache import cache_root
 
 FLAG_SETS = (
     ("-O3", "-march=native", "-fopenmp"),
@@ -56,13 +57,6 @@ def compiler() -> list[str]:
         if shutil.which(name):
             return [name]
     raise BuildError("no C compiler found (install gcc or clang, or set $CC)")
-
-
-def cache_root() -> Path:
-    if os.environ.get("FFFBENCH_CACHE_DIR"):
-        return Path(os.environ["FFFBENCH_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fffbench"
 
 
 def _sources() -> dict[str, bytes]:

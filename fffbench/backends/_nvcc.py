@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from fffbench.backends._cache import cache_root
+
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 FLAGS = ("-O3", "-shared", "-Xcompiler", "-fPIC", "-std=c++17")
 
@@ -25,8 +27,7 @@ def find_nvcc() -> str | None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("FFFBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fffbench")
-    return Path(base) / "cuda"
+    return cache_root() / "cuda"
 
 
 def gencode(arch: str) -> list[str]:
