@@ -2,7 +2,7 @@
 from fffbench.layers import FF, FFF, make_input
 from fffbench.registry import Kernel, get_backend, list_backends, register_backend
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def load_run(*paths, samples: bool = False):

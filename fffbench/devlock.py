@@ -11,8 +11,8 @@ by several runs). The rules:
   it uses every core, and a GPU shard's launching thread, reference computation or compiler would
   otherwise steal them; GPU measurements hold the host *shared*, so GPUs run in parallel with each
   other but never beside a CPU measurement;
-- host work of a GPU case (its inputs and float64 reference) is done holding the host exclusively,
-  for the same reason, before the GPU is taken;
+- host work of a case (its float64 reference) holds the host *shared*: it never runs beside a CPU
+  measurement, but it does not stop another shard's GPU measurement;
 - locks are always taken GPU first, then host, so no two holders can wait on each other.
 
 A waiting CPU measurement takes a turnstile lock first, which new GPU measurements must pass, so a
@@ -140,8 +140,8 @@ def visible_gpu() -> tuple[str | None, str | None]:
 class Placement:
     """Where one shard measures: the locks it takes and what its rows record about it.
 
-    Passed to :func:`fffbench.runner.run_suite`, which calls :meth:`hold` around every
-    measurement, :meth:`prepare` around a GPU case's host work, :meth:`exclusive` around the
+    Passed to :class:`fffbench.runner.Runner`, which calls :meth:`hold` around every group's
+    measurement, :meth:`prepare` around a case's host work, :meth:`exclusive` around the
     ceilings, and merges :meth:`tags` into every row.
     """
 
@@ -158,7 +158,8 @@ class Placement:
         return self.locks.hold(device)
 
     def prepare(self, device: str):
-        return self.locks.host_exclusive()
+        """Host work of a case (its float64 reference): beside GPU measurements, never beside a CPU one."""
+        return self.locks.host_shared()
 
     def exclusive(self):
         return self.locks.everything()

@@ -5,6 +5,7 @@ came from. Every probe is best-effort: a missing tool yields ``None``, never an 
 """
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import platform
@@ -30,6 +31,43 @@ def cpu_affinity() -> int | None:
     """How many CPUs this process may run on (its affinity: a Slurm allocation, taskset), where the
     OS says."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+_PINNED = []
+
+
+def pin_threads(n: int) -> None:
+    """Pin torch's intra-op pool and every BLAS/OpenMP pool (threadpoolctl) to ``n`` threads for
+    the rest of this process (a worker process measures at one thread count)."""
+    from threadpoolctl import threadpool_limits
+
+    _PINNED.append(threadpool_limits(limits=n))  # kept referenced: the limits hold while it lives
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int):
+    """Pin torch's and every BLAS/OpenMP pool to ``n`` threads for the block, then restore them."""
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    prev = torch.get_num_threads() if torch else None
+    with threadpool_limits(limits=n):
+        if torch:
+            torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            if torch:
+                torch.set_num_threads(prev)
 
 
 def cpu_info() -> dict:
@@ -95,6 +133,24 @@ def versions() -> dict:
     return out
 
 
+def libraries() -> dict:
+    """What torch computes with on the CPU (its BLAS and oneDNN), where torch says."""
+    try:
+        import torch
+    except ImportError:
+        return {}
+    out = {}
+    try:
+        cfg = torch.__config__.show()
+        blas = next((part.split("BLAS_INFO=", 1)[1].strip() for part in cfg.replace("\n", ",").split(",")
+                     if "BLAS_INFO=" in part), None)
+        out["torch_blas"] = (blas or "unknown") + (", oneDNN" if torch.backends.mkldnn.is_available() else "")
+        out["torch_threads"] = torch.get_num_threads()
+    except Exception:  # a build without __config__: leave it out
+        pass
+    return out
+
+
 def git_info() -> dict:
     root = Path(__file__).resolve().parent.parent
     commit = _run("git", "rev-parse", "HEAD", cwd=root)
@@ -113,7 +169,7 @@ def machine_name(env: dict) -> str:
 def collect(argv=None) -> dict:
     env = {"host": socket.gethostname(), "user": getpass.getuser() if hasattr(os, "getuid") else None,
            "os": platform.platform(), "cpu": cpu_info(), "blas": blas_info(), "gpus": gpu_info(),
-           "versions": versions(), "git": git_info(), "argv": list(sys.argv if argv is None else argv),
+           "versions": versions(), "libraries": libraries(), "git": git_info(), "argv": list(sys.argv if argv is None else argv),
            "env_vars": {k: os.environ[k] for k in sorted(os.environ)
                         if k.startswith(("OMP_", "MKL_", "OPENBLAS_", "CUDA_VISIBLE", "NUMBA_"))}}
     env["machine"] = machine_name(env)

@@ -2,11 +2,14 @@
 
 A backend module declares everything the runner needs (family, paper level, devices, dtypes and an
 availability check that returns a reason), so adding a backend is adding one file. Third-party
-packages can register through the ``fffbench.backends`` entry-point group.
+packages can register through the ``fffbench.backends`` entry-point group; modules named in
+``$FFFBENCH_PLUGINS`` (comma-separated, importable) are imported too, in every process, which is
+how a backend outside any package (or a test's) reaches the worker processes.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-FAMILIES = ("ff", "fff")
-LEVELS = ("cpu-l1", "cpu-l2", "cpu-l3", "gpu-native", "pytorch-bmm", "naive-cuda", "optimized")
-DTYPES = ("float32", "bfloat16", "float16")
-DEVICES = ("cpu", "cuda")
+from fffbench.vocab import FAMILIES, LEVELS
+
+PLUGINS_ENV = "FFFBENCH_PLUGINS"
 
 _REGISTRY: dict[str, Backend] = {}
 _discovered = False
@@ -159,6 +161,8 @@ def _discover() -> None:
 
     for ep in entry_points(group="fffbench.backends"):
         ep.load()
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(name)
 
 
 def get_backend(name: str) -> Backend:

@@ -1,81 +1,23 @@
-"""Tables computed from stored runs: the paper's Table 2, best against best, absolute times, the
-paper's figures beside their measured counterparts, and the suite's own comparisons.
+"""The paper-facing tables of stored runs: Table 2 by level, best against best, the paper's figures
+beside their one measured value, and the suite's declared comparisons.
 
-Everything here is a pure function of stored rows (nothing is measured), returning DataFrames of
-numbers; :mod:`fffbench.render` turns them into Markdown, CSV or LaTeX and :mod:`fffbench.plots`
-into figures, so tests can check every number against the stored samples.
-
-A speedup is ``median(FF) / median(FFF)`` with a bootstrap interval from the raw samples; "fastest"
-is the fastest *correct* (status ok) backend of a family on the same device, dtype, batch, width,
-input, seed and thread count, in the same regime (L2 state and launch mode; CPU rows count as warm
-and eager), so a GPU suite timed in several regimes gets one table per regime.
+Pure functions of stored rows (nothing is measured), returning DataFrames of numbers;
+:mod:`fffbench.render` lays them out and :mod:`fffbench.plots` draws them. Rows are selected and
+ratios formed by :mod:`fffbench.runs` (paired where the rows were measured together). A paper
+figure (:mod:`fffbench.paper`) appears beside exactly one measured value: the ratio of the rows
+its definition names, computed once by :func:`figure_values`; a table cell or a comparison shows
+the figure only when its two rows are exactly those.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
-from fffbench.registry import LEVELS
+from fffbench import paper
 from fffbench.roofline import floor_seconds, roofline_limit
-from fffbench.runs import GROUP, Runs, fastest, geomean, groups, layer_label, load, pair, warm, where  # noqa: F401
-
-# --- the paper's figures (the one place they live) ------------------------------------------------
-
-@dataclass(frozen=True)
-class PaperFigure:
-    """A speedup the paper (or a secondary source) reports, and the measurement it corresponds to.
-
-    ``level`` is the FF side's level (the Table 2 column); ``fff_level`` the FFF side's: ``None``
-    for the same level, ``"best"`` for the fastest FFF, or another level. ``kind="limit"`` is the
-    neuron ratio (no device, no level).
-    """
-
-    key: str
-    value: float
-    what: str
-    source: str
-    device: str | None
-    level: str | None
-    hidden: int
-    fff_level: str | None = None
-    secondary: bool = False
-    kind: str = "speedup"
-    depth: int = 11
-    trees: int = 1
-
-
-#: the setting every figure was measured in (UltraFastBERT-1x11, BERT-base width, 128 x 128 tokens)
-PAPER_SETTING = {"width": 768, "batch": 16384, "dtype": "float32"}
-PAPER = (
-    PaperFigure("cpu-78x", 78, "best FFF vs best FF (MKL sgemm, CPU Level 3)",
-                "abstract, arXiv 2311.10770", "cpu", "cpu-l3", 4095, fff_level="best"),
-    PaperFigure("gpu-bmm-40x", 40, "FFF PyTorch BMM vs FF PyTorch BMM (GPU)",
-                "abstract, arXiv 2311.10770v2", "cuda", "pytorch-bmm", 3072),
-    PaperFigure("limit-341x", 341, "neuron ratio 4095 / 12", "the authors (arXiv 2311.10770)",
-                None, None, 4095, kind="limit"),
-    PaperFigure("cpu-l2-255x", 255, "CPU Level 2, FF vs FFF (fair)", "secondary source",
-                "cpu", "cpu-l2", 4095, secondary=True),
-    PaperFigure("naive-cuda-118x", 118, "naive CUDA, FF vs FFF (fair)", "secondary source",
-                "cuda", "naive-cuda", 3072, secondary=True),
-    PaperFigure("native-vs-bmm-3.15x", 3.15, "FFF PyTorch BMM vs native fused FF (GPU)", "secondary source",
-                "cuda", "gpu-native", 3072, fff_level="pytorch-bmm", secondary=True),
-)
-
-LEVEL_NAMES = {"cpu-l1": "Level 1", "cpu-l2": "Level 2", "cpu-l3": "Level 3", "gpu-native": "native fused",
-               "pytorch-bmm": "PyTorch BMM", "naive-cuda": "naive CUDA", "optimized": "optimized"}
-DEVICE_NAMES = {"cpu": "CPU", "cuda": "GPU"}
-
-
-def column_label(device: str, level: str) -> str:
-    return f"{DEVICE_NAMES.get(device, device)} {LEVEL_NAMES.get(level, level)}"
-
-
-def _column_order(device: str, level: str):
-    return (list(DEVICE_NAMES).index(device) if device in DEVICE_NAMES else 9,
-            LEVELS.index(level) if level in LEVELS else 99, level)
+from fffbench.runs import Runs, comparison_pairs, fastest, geomean, groups, pair, pick, warm, where
+from fffbench.vocab import column_label, column_order, device_name
 
 
 def _ff(rows, hidden):
@@ -97,23 +39,109 @@ def _one(rows, col):
     return next((float(r[col]) for r in rows if r[col] == r[col] and r[col] is not None), math.nan)
 
 
-def paper_figure(key: dict, device, level, hidden, depth, trees, fff_level=None, kind="speedup"):
-    """The paper's figure for exactly this comparison in exactly the paper's setting, or None."""
-    if any(key.get(k) != v for k, v in PAPER_SETTING.items()) and kind != "limit":
+def _paper_cols(f) -> dict:
+    return {"paper": f.value if f else math.nan, "paper_secondary": bool(f and f.secondary),
+            "paper_source": f.source if f else "", "figure": f.key if f else None}
+
+
+# --- the paper's figures: one definition, one measured value -------------------------------------------
+
+def _setting_groups(runs: Runs):
+    """Per run, the one group of rows in the paper's setting (default regime; gaussian input, the
+    lowest seed and the most threads where a run has several)."""
+    best = {}
+    for key, grp in groups(warm(runs.df)):
+        if not paper.in_setting(key):
+            continue
+        rank = (key["input"] == "gaussian", -key["seed"], key["threads"])
+        if key["run"] not in best or rank > best[key["run"]][0]:
+            best[key["run"]] = (rank, key, grp)
+    return {run: (key, grp) for run, (_, key, grp) in best.items()}
+
+
+def figure_rows(fig, rows: list[dict]):
+    """(numerator row, denominator row) of ``fig``'s definition among the rows of one group."""
+    on = where(rows, device=fig.device)
+    return pick(_ff(on, fig.hidden), fig.numerator), pick(_fff(on, fig.depth, fig.trees), fig.denominator)
+
+
+def figure_values(runs: Runs) -> pd.DataFrame:
+    """Every figure of :data:`fffbench.paper.FIGURES` and its one measured value per run."""
+    setting = _setting_groups(runs)
+    out = []
+    for f in paper.FIGURES:
+        base = {"figure": f.key, "what": f.what, "paper": f.value, "secondary": f.secondary, "source": f.source,
+                "device": f.device}
+        found = False
+        for run, (key, grp) in setting.items():
+            rows = grp.to_dict("records")
+            if f.kind == "limit":
+                if not _ff(rows, f.hidden) or not _fff(rows, f.depth, f.trees):
+                    continue
+                out.append(base | {"run": run, "machine": runs.machine(run), "batch": key["batch"],
+                                   "threads": key["threads"], "measured": f.hidden / (f.trees * (f.depth + 1)),
+                                   "note": "computed from the layer shapes"})
+                found = True
+                continue
+            on = where(rows, device=f.device)
+            if not _ff(on, f.hidden) or not _fff(on, f.depth, f.trees):
+                continue
+            num, den = figure_rows(f, rows)
+            p = pair(runs, num, den)
+            notes = []
+            for side, name, r, fam_rows in (("FF", f.numerator, num, _ff(on, f.hidden)),
+                                            ("FFF", f.denominator, den, _fff(on, f.depth, f.trees))):
+                if r is None:
+                    got = where(fam_rows, backend=name) if name not in paper.BEST else []
+                    notes.append(f"{side} {name}: " + ("not run" if not got and name not in paper.BEST else
+                                                       "/".join(sorted({str(g['status']) for g in got})) or
+                                                       "no correct row"))
+                elif r["status"] != "ok":
+                    notes.append(f"{side} {name}: {r['status']}")
+            gemm, bw = runs.ceilings(run, f.device, key["dtype"])
+            out.append(base | {"run": run, "machine": runs.machine(run), "batch": key["batch"],
+                               "threads": key["threads"]} | p
+                       | {"measured": p["speedup"], "note": "; ".join(notes),
+                          "neuron_limit": f.hidden / (f.trees * (f.depth + 1)),
+                          "roofline_limit": roofline_limit(_one(_ff(on, f.hidden), "flops"),
+                                                           _one(_fff(on, f.depth, f.trees), "bytes"), gemm, bw)})
+            found = True
+        if not found:
+            need = f"FF H={f.hidden} and FFF {f.trees}x{f.depth}"
+            if f.kind != "limit":
+                need += (f" on {device_name(f.device)} at B={paper.SETTING['batch']}, d={paper.SETTING['width']}, "
+                         f"{paper.SETTING['dtype']}")
+            out.append(base | {"measured": math.nan, "note": f"not in this run (needs {need})"})
+    return pd.DataFrame(out)
+
+
+def _chosen(setting: dict, key: dict) -> bool:
+    """Whether ``key`` is the group :func:`figure_values` takes for its run."""
+    chosen = setting.get(key["run"])
+    return chosen is not None and all(chosen[0].get(k) == v for k, v in key.items() if k in chosen[0])
+
+
+def figure_of(setting: dict, key: dict, num, den, device: str, hidden: int, depth: int, trees: int):
+    """The figure whose definition is exactly this pair of rows of the run's setting group, or None
+    (``setting``: :func:`_setting_groups` of the runs)."""
+    if num is None or den is None or not _chosen(setting, key | {"l2": key.get("l2", "warm"),
+                                                                 "launch": key.get("launch", "eager")}):
         return None
-    for f in PAPER:
-        if (f.kind == kind and f.hidden == hidden and (f.depth, f.trees) == (depth, trees)
-                and (kind == "limit" or (f.device == device and f.level == level and f.fff_level == fff_level))):
+    for f in paper.FIGURES:
+        if f.kind != "speedup" or (f.device, f.hidden, f.depth, f.trees) != (device, hidden, depth, trees):
+            continue
+        if _is(num, f.numerator) and _is(den, f.denominator):
             return f
     return None
 
 
-def _paper_cols(f: PaperFigure | None) -> dict:
-    return {"paper": f.value if f else math.nan, "paper_secondary": bool(f and f.secondary),
-            "paper_source": f.source if f else ""}
+def _is(row, name: str) -> bool:
+    """Whether ``row`` is what ``name`` selects (a backend, or the fastest of a family: the caller
+    passes the fastest row for ``best-*``)."""
+    return row["backend"] == name or (name in paper.BEST and row.get("_fastest") is True)
 
 
-# --- Table 2 ---------------------------------------------------------------------------------------
+# --- Table 2 -----------------------------------------------------------------------------------------
 
 def level_table(runs: Runs) -> pd.DataFrame:
     """The paper's Table 2, one line per cell (long format).
@@ -124,10 +152,10 @@ def level_table(runs: Runs) -> pd.DataFrame:
     implementation at a level (CPU Level 3, GPU native: no FFF exists) the fastest correct backend
     of that family on the device stands in, as in the paper (``vs`` says which).
     """
-    out = []
+    out, setting = [], _setting_groups(runs)
     for key, grp in groups(runs.df):
         ok = grp[grp["status"] == "ok"]
-        cols = sorted(set(zip(ok["device"], ok["level"])), key=lambda c: _column_order(*c))
+        cols = sorted(set(zip(ok["device"], ok["level"])), key=lambda c: column_order(*c))
         hiddens, trees = _configs(grp)
         machine = runs.machine(key["run"])
         grp = grp.to_dict("records")
@@ -139,19 +167,17 @@ def level_table(runs: Runs) -> pd.DataFrame:
                 rows = _ff(grp, h) if fam == "ff" else _fff(grp, depth, tr)
                 used = h if fam == "ff" else int(rows[0]["neurons_used"])
                 label = f"FF H={h}" if fam == "ff" else f"FFF {tr}x{depth}"
-                lim = paper_figure(key, None, None, base, depth, tr, kind="limit") if fam == "fff" else None
                 common = key | {"machine": machine, "baseline_hidden": base, "config": label, "config_family": fam,
-                                "hidden": h, "depth": depth, "trees": tr, "neuron_limit": base / used,
-                                "paper_limit": lim.value if lim else math.nan}
+                                "hidden": h, "depth": depth, "trees": tr, "neuron_limit": base / used}
                 for device, level in cols:
                     b, r = where(base_rows, device=device), where(rows, device=device)
-                    cell = _cell(runs, key, b, r, fam, device, level, base_flops, base, depth, tr)
+                    cell = _cell(runs, setting, key, b, r, fam, device, level, base_flops, base, depth, tr)
                     out.append(common | {"device": device, "level": level, "column": column_label(device, level)}
                                | cell)
     return pd.DataFrame(out)
 
 
-def _cell(runs, key, base_rows, rows, fam, device, level, base_flops, base, depth, trees) -> dict:
+def _cell(runs, setting, key, base_rows, rows, fam, device, level, base_flops, base, depth, trees) -> dict:
     num, num_note = fastest(base_rows, "ff", level)
     den, den_note = fastest(rows, fam, level)
     vs = ""
@@ -169,21 +195,23 @@ def _cell(runs, key, base_rows, rows, fam, device, level, base_flops, base, dept
         roof = (floor_seconds(base_flops, _one(base_rows, "bytes"), gemm, bw) / floor_seconds(flops, nbytes, gemm, bw)
                 if not (math.isnan(bw) or math.isnan(gemm)) else math.nan)
     fig = None
-    if fam == "fff":
-        fig = paper_figure(key, device, level, base, depth, trees, fff_level="best" if vs == "best FFF" else None)
+    if fam == "fff" and num is not None and den is not None:
+        best_den = fastest(rows, "fff")[0]
+        den_marked = den | {"_fastest": best_den is not None and best_den["row_id"] == den["row_id"]}
+        fig = figure_of(setting, key, num, den_marked, device, base, depth, trees)
     blank = num_note == "none" and den_note == "none"
     return (pair(runs, num, den) | {"vs": vs, "note": "not run at this level" if blank else "; ".join(notes),
                                     "roofline_limit": roof} | _paper_cols(fig))
 
 
-# --- best against best, absolute times, the paper's figures ------------------------------------------
+# --- best against best -------------------------------------------------------------------------------
 
 def best_table(runs: Runs) -> pd.DataFrame:
     """Fastest correct FFF against fastest correct FF, per device and (FF width, FFF tree)."""
-    out = []
+    out, setting = [], _setting_groups(runs)
     for key, grp in groups(runs.df):
         hiddens, trees = _configs(grp)
-        for device in sorted(set(grp.loc[grp["status"] == "ok", "device"]), key=lambda d: _column_order(d, "")):
+        for device in sorted(set(grp.loc[grp["status"] == "ok", "device"]), key=lambda d: column_order(d, "")):
             on = where(grp.to_dict("records"), device=device)
             gemm, bw = runs.ceilings(key["run"], device, key["dtype"])
             for h in hiddens:
@@ -192,10 +220,8 @@ def best_table(runs: Runs) -> pd.DataFrame:
                 for depth, tr in trees:
                     fr = _fff(on, depth, tr)
                     den, dn = fastest(fr, "fff")
-                    fig = next((f for f in PAPER if f.fff_level == "best" and
-                                paper_figure(key, device, f.level, h, depth, tr, "best") is f), None)
-                    if fig is not None and (num is None or num["level"] != fig.level):
-                        fig = None  # the paper's best FF is its Level 3 / native layer; ours must be too
+                    fig = figure_of(setting, key, num and num | {"_fastest": True}, den and den | {"_fastest": True}, device,
+                                    h, depth, tr)
                     out.append(key | {"machine": runs.machine(key["run"]), "device": device, "ff_hidden": h,
                                       "fff": f"{tr}x{depth}", "depth": depth, "trees": tr}
                                | pair(runs, num, den)
@@ -218,145 +244,41 @@ def geomean_summary(best: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def absolute_table(runs: Runs) -> pd.DataFrame:
-    """Every timed row: median and its interval, achieved GB/s and GFLOP/s as fractions of the
-    run's measured ceilings, and the roofline floor (the larger of compute and memory time)."""
-    df = runs.df[runs.df["status"] == "ok"]
-    out = []
-    for _, r in df.iterrows():
-        gemm, bw = runs.ceilings(r["run"], r["device"], r["dtype"])
-        floor = floor_seconds(r["flops"], r["bytes"], gemm, bw) if not math.isnan(bw) else math.nan
-        out.append({"run": r["run"], "machine": r["machine"], "device": r["device"], "dtype": r["dtype"],
-                    "batch": r["batch"], "width": r["width"], "threads": r["threads"], "layer": layer_label(r),
-                    "backend": r["backend"], "level": r["level"], "regime": r["regime"],
-                    "median_ms": r["median_s"] * 1e3, "ci_low_ms": r["ci_low_s"] * 1e3,
-                    "ci_high_ms": r["ci_high_s"] * 1e3, "n": int(r["n_samples"]), "noisy": bool(r["noisy"]),
-                    "gbps": r["gbps"], "bw_frac": r["gbps"] * 1e9 / bw, "gflops": r["gflops"],
-                    "gemm_frac": r["gflops"] * 1e9 / gemm, "floor_ms": floor * 1e3,
-                    "x_floor": r["median_s"] / floor})
-    return pd.DataFrame(out)
+# --- the suite's declared comparisons ------------------------------------------------------------------
+
+MATCH = ["device", "dtype", "batch", "width", "input", "seed", "threads"]
 
 
-def untimed_table(runs: Runs) -> pd.DataFrame:
-    """Rows that were not timed (skipped, wrong, error), counted per device, backend and reason."""
-    df = runs.df[runs.df["status"] != "ok"]
-    cols = ["run", "device", "backend", "status", "reason"]
-    if df.empty:
-        return pd.DataFrame(columns=cols + ["rows"])
-    return df.fillna({"reason": ""}).groupby(cols, sort=False).size().rename("rows").reset_index()
-
-
-def paper_table(runs: Runs, levels: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each figure of :data:`PAPER` beside its measured counterpart in the paper's setting (one row
-    per matching group; a row with a note when the run does not contain that setting)."""
-    levels = level_table(runs) if levels is None else levels
-    out = []
-    for f in PAPER:
-        base = {"figure": f.key, "what": f.what, "paper": f.value, "secondary": f.secondary, "source": f.source,
-                "device": f.device}
-        found = set()
-        for key, grp in groups(warm(runs.df)):  # the paper timed warm caches and eager launches
-            if f.kind != "limit" and any(key[k] != v for k, v in PAPER_SETTING.items()):
+def comparison_table(runs: Runs) -> pd.DataFrame:
+    """Every comparison each run's suite declares, on every matching workload (default regime)."""
+    rows, setting = [], _setting_groups(runs)
+    for key, grp in warm(runs.df).groupby(MATCH + ["run"], dropna=False, sort=False):
+        key = dict(zip(MATCH + ["run"], key))
+        records = grp.to_dict("records")
+        for comp in runs.comparisons(key["run"]):
+            if comp.device and comp.device != key["device"]:
                 continue
-            if f.kind == "limit" and key["run"] in found:
-                continue  # a neuron ratio does not depend on the batch: once per run
-            on = grp.to_dict("records")
-            on = on if f.device is None else where(on, device=f.device)
-            ffr, fr = _ff(on, f.hidden), _fff(on, f.depth, f.trees)
-            if not ffr or not fr:
-                continue
-            row = base | {"run": key["run"], "machine": runs.machine(key["run"]), "batch": key["batch"],
-                          "threads": key["threads"], "neuron_limit": f.hidden / (f.trees * (f.depth + 1))}
-            if f.kind == "limit":
-                row |= {"measured": row["neuron_limit"], "note": "computed from the layer shapes"}
-            else:
-                num, nn = fastest(ffr, "ff", f.level)
-                den, dn = fastest(fr, "fff", None if f.fff_level == "best" else (f.fff_level or f.level))
-                cell = levels[(levels["run"] == key["run"]) & (levels["batch"] == key["batch"])
-                              & (levels["baseline_hidden"] == f.hidden) & (levels["config"] == f"FFF {f.trees}x{f.depth}")
-                              & (levels["device"] == f.device) & (levels["level"] == f.level)]
-                row |= pair(runs, num, den) | {"measured": math.nan, "note": "; ".join(
-                    f"{s}: {'not run' if n == 'none' else n}" for s, n in (("FF", nn), ("FFF", dn)) if n)}
-                row["measured"] = row["speedup"]
-                row["roofline_limit"] = cell["roofline_limit"].iloc[0] if len(cell) else math.nan
-            out.append(row)
-            found.add(key["run"])
-        if not found:
-            need = f"FF H={f.hidden} and FFF {f.trees}x{f.depth}"
-            if f.kind != "limit":
-                need += (f" on {DEVICE_NAMES.get(f.device, f.device)} at B={PAPER_SETTING['batch']}, "
-                         f"d={PAPER_SETTING['width']}, {PAPER_SETTING['dtype']}")
-            out.append(base | {"measured": math.nan, "note": f"not in this run (needs {need})"})
-    return pd.DataFrame(out)
+            for num, den, h, depth, trees in comparison_pairs(comp, records):
+                rows.append(_compare(runs, setting, comp, key, h, depth, trees, num, den))
+    return pd.DataFrame(rows)
 
 
+def _compare(runs, setting, comp, key, hidden, depth, trees, num, den) -> dict:
+    fig = paper.figure(comp.figure) if comp.figure else None
+    if fig is not None and not (_chosen(setting, key | {"l2": "warm", "launch": "eager"})
+                                and (fig.hidden, fig.depth, fig.trees) == (hidden, depth, trees)):
+        fig = None
+    out = key | {"label": comp.label, "ff_hidden": int(hidden), "fff": f"{int(trees)}x{int(depth)}",
+                 "numerator": comp.numerator, "denominator": comp.denominator,
+                 "neuron_limit": hidden / ((depth + 1) * trees), "note": ""} | _paper_cols(fig)
+    missing = [(n, r) for n, r in ((comp.numerator, num), (comp.denominator, den)) if r is None or r["status"] != "ok"]
+    out |= pair(runs, *((None, None) if missing else (num, den)))
+    out["ff_backend"] = out["ff_backend"] or (num["backend"] if num is not None else None)
+    out["fff_backend"] = out["fff_backend"] or (den["backend"] if den is not None else None)
+    if missing:
+        out["note"] = "; ".join(f"{n}: {'no correct row' if r is None else r['status']}" for n, r in missing)
+    return out
 
 
-# --- the environment footnote ---------------------------------------------------------------------------
-
-def environment_items(env: dict) -> list[tuple[str, str]]:
-    """(item, value) pairs of run.json that explain a timing: machine, CPU, threads, BLAS, GPU,
-    clocks, library versions, git commit and the measured ceilings. Missing entries are left out."""
-    items = [("machine", env.get("machine")), ("run id", env.get("run_id")), ("host", env.get("host")),
-             ("os", env.get("os"))]
-    suite = env.get("suite") or {}
-    if suite:
-        items.append(("suite", f"{suite.get('name')} ({suite.get('path')}, sha256 {str(suite.get('sha256'))[:12]})"))
-    cpu = env.get("cpu") or {}
-    if cpu:
-        items.append(("CPU", (f"{cpu.get('model')}, {cpu.get('logical_cores')} logical / {cpu.get('physical_cores')} "
-                             f"physical cores, affinity {cpu.get('affinity')}, {' '.join(cpu.get('flags') or [])}")))
-    blas = sorted({f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads, "
-                   f"{b.get('threading_layer')})" for b in env.get("blas") or []})
-    if blas:
-        items.append(("BLAS", "; ".join(blas)))
-    for g in env.get("gpus") or []:
-        parts = [(g.get("name"), "{}"), (g.get("capability"), "sm {}"), (g.get("sm_count"), "{} SMs"),
-                 (g.get("memory_gib"), "{} GiB"), (g.get("driver"), "driver {}"), (g.get("cuda"), "CUDA {}"),
-                 (g.get("max_clocks_mhz"), "max clocks (SM, memory) {}")]
-        items.append((f"GPU {g.get('index', 0)}", ", ".join(f.format(v) for v, f in parts if v is not None)))
-    for dev, c in (env.get("ceilings") or {}).items():
-        if "error" in c:
-            items.append((f"ceilings {dev}", f"not measured: {c['error']}"))
-            continue
-        gemm = ", ".join(f"{k} {v:.4g}" for k, v in (c.get("gemm_gflops") or {}).items())
-        at = f" at {c['threads']} thread{'s' if c['threads'] != 1 else ''}" if "threads" in c else ""
-        items.append((f"ceilings {dev}", f"copy {c.get('copy_gbps', math.nan):.4g} GB/s, GEMM {gemm} GFLOP/s{at}"))
-    versions = env.get("versions") or {}
-    items.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)))
-    git = env.get("git") or {}
-    if git.get("commit"):
-        items.append(("git", git["commit"][:12] + (" (uncommitted changes)" if git.get("dirty") else "")))
-    if env.get("env_vars"):
-        items.append(("environment variables", " ".join(f"{k}={v}" for k, v in env["env_vars"].items())))
-    if env.get("shards"):
-        where = [str(s.get("index")) + (f" (GPU {s['gpu_index']}" + (f", {s['gpu_uuid']}" if s.get("gpu_uuid") else "")
-                                         + ")" if s.get("gpu_index") is not None else "") for s in env["shards"]]
-        items.append(("shards", f"{', '.join(where)} on {env.get('host')}"
-                                + (f", executor {env['executor']}" if env.get("executor") else "")))
-    if env.get("resumed"):
-        items.append(("resumed", f"{len(env['resumed'])} time(s), last at {env['resumed'][-1].get('at')}"))
-    if env.get("argv"):
-        items.append(("command", " ".join(Path(a).name if i == 0 else a for i, a in enumerate(env["argv"]))))
-    return [(k, str(v)) for k, v in items if v not in (None, "")]
-
-
-def env_footnote(env: dict) -> str:
-    """One line: what a reader needs to judge the numbers (machine, threads, BLAS, key versions, commit)."""
-    d = dict(environment_items(env))
-    v = env.get("versions") or {}
-    parts = [d.get("machine"), d.get("GPU 0"), d.get("BLAS"), d.get("ceilings cpu") and "CPU " + d["ceilings cpu"],
-             d.get("ceilings cuda") and "GPU " + d["ceilings cuda"],
-             ", ".join(f"{k} {v[k]}" for k in ("torch", "numpy") if v.get(k)), d.get("git") and "git " + d["git"]]
-    return "; ".join(p for p in parts if p)
-
-
-# the suite's comparisons and the end-of-run summary live in their own modules; kept importable here
-from fffbench.comparisons import comparison_table, suite_comparisons, times_table  # noqa: F401
-
-
-def print_summary(df: pd.DataFrame, comparisons, machine: str, console=None) -> None:
-    """The end-of-run tables (see :func:`fffbench.render.print_summary`)."""
-    from fffbench.render import print_summary as _print
-
-    _print(df, comparisons, machine, console)
+__all__ = ["MATCH", "best_table", "comparison_table", "figure_of", "figure_rows", "figure_values", "geomean_summary",
+           "level_table"]

@@ -1,292 +1,209 @@
-"""The runner: suite -> cases -> (build, correctness gate, timing) -> one stored row per result.
+"""The runner: suite -> tasks (one per stored row) -> groups -> measured rows in the store.
 
-Order of work per case: inputs, weights and the float64 reference are made once and shared by all
-backends; each backend is built, its output checked, and only a correct backend is timed. Every
-finished row is appended to the store at once, so an exception, an OOM or Ctrl-C loses nothing
-already measured, and ``resume`` recomputes only the missing rows.
+A *task* is one (case, backend, regime): one row. Tasks of one workload and regime form a
+*group*, measured together in worker processes (:mod:`fffbench.measure`), so that every ratio a
+table shows between two of its rows is paired. Per group: backends that cannot run here become
+``skipped`` rows; the float64 reference of each case is made once (and cached on disk for the
+workers); then the group is measured, each finished row stored at once, and the suite's declared
+comparisons within the group stored as paired ratios. An interrupted run keeps every stored row
+and every journalled process; ``resume`` measures only what is missing.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime as dt
-import re
-import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from fffbench import env as envmod
-from fffbench.correctness import Reference, check_output
-from fffbench.layers import make_input
+from fffbench.casedata import ReferenceCache
+from fffbench.measure import GroupMeasurement, Member, finish_row, ratio_record
 from fffbench.registry import get_backend
+from fffbench.runs import comparison_pairs, where
 from fffbench.store import RunStore, utc_now
-from fffbench.suite import Case, Suite, SuiteError
-from fffbench.timing import TimingConfig
-from fffbench.timing.stats import summarize
-
-ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-class RunInterrupted(Exception):
-    """Ctrl-C during a run; every finished row is already stored."""
-
-    def __init__(self, store: RunStore, done: int):
-        super().__init__(f"interrupted: {done} rows kept in {store.path}")
-        self.store, self.done = store, done
-
-
-class RunAborted(Exception):
-    """The harness failed outside any backend (e.g. out of memory making a reference)."""
-
-    def __init__(self, store: RunStore, done: int, cause: BaseException):
-        kind = "out of memory" if _is_oom(cause) else type(cause).__name__
-        super().__init__(f"run stopped by {kind}: {str(cause).splitlines()[0] if str(cause) else ''}; "
-                         f"{done} rows kept in {store.path}")
-        self.store, self.done = store, done
+from fffbench.suite import Case, Suite
+from fffbench.timing.regime import Regime, regimes_for
+from fffbench.vocab import ITEMSIZE
 
 
 @dataclass(frozen=True)
 class Task:
     case: Case
     backend: str
-    regime: str
+    regime: Regime
 
     @property
     def row_id(self) -> str:
-        return f"{self.case.case_id}|{self.backend}|{self.regime}"
-
-
-def regimes(device: str, timing: TimingConfig) -> list[str]:
-    """The timing regimes a case is measured in: wall clock on CPU, CUDA events per L2 state on GPU."""
-    if device == "cuda":
-        return [f"cuda-events/{l2}-l2/{launch}" for l2 in timing.l2 for launch in timing.launch]
-    return ["wall/warm"]
+        return f"{self.case.case_id}|{self.backend}|{self.regime.key}"
 
 
 def plan(suite: Suite) -> list[Task]:
     """Every (case, backend, regime) to measure: each backend on the cases of its family and of a
     device it declares (a CUDA-only kernel has no CPU row; a missing GPU is a `skipped` row)."""
+    t = suite.timing
     return [Task(c, b, r) for c in suite.cases for b in suite.backends_for(c.family)
-            if c.device in get_backend(b).devices for r in regimes(c.device, suite.timing)]
+            if c.device in get_backend(b).devices for r in regimes_for(c.device, t.l2, t.launch)]
 
 
-@contextlib.contextmanager
-def pinned_threads(n: int):
-    """Pin torch's intra-op pool and every BLAS/OpenMP pool (threadpoolctl) to ``n`` threads."""
-    from threadpoolctl import threadpool_limits
-
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    prev = torch.get_num_threads() if torch else None
-    with threadpool_limits(limits=n):
-        if torch:
-            torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            if torch:
-                torch.set_num_threads(prev)
+def group_key(task: Task) -> str:
+    """The workload and regime a task shares with the rows it is compared with."""
+    c = task.case
+    return (f"{c.device}-{c.dtype}-B{c.batch}-d{c.width}-{c.input}-s{c.seed}-t{c.threads}-"
+            f"{task.regime.key.replace('/', '-')}")
 
 
-def new_run_id(suite: Suite, host: str) -> str:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{suite.name}-{stamp}-{re.sub(r'[^A-Za-z0-9-]', '-', host)[:24]}"
+def groups(tasks: Iterable[Task]) -> dict[str, list[Task]]:
+    """Tasks by group, in the order of their first task."""
+    out: dict[str, list[Task]] = {}
+    for t in tasks:
+        out.setdefault(group_key(t), []).append(t)
+    return out
 
 
-def _base_row(task: Task, store: RunStore, suite: Suite, host: str) -> dict:
+def base_row(task: Task, run_id: str, suite: str, host: str, threads: int) -> dict:
     c, b = task.case, get_backend(task.backend)
     layer = c.layer
-    row = asdict(c)
-    row.update(run_id=store.run_id, row_id=task.row_id, case_id=c.case_id, suite=suite.name,
+    row = asdict(c) | {"threads": threads}
+    row.update(run_id=run_id, row_id=task.row_id, case_id=c.case_id, suite=suite,
                neurons_total=layer.neurons_total, neurons_used=layer.neurons_used, backend=b.name,
-               backend_family=b.family, level=b.level_on(c.device), regime=task.regime, host=host,
-               flops=layer.flops(c.batch), bytes=layer.compulsory_bytes(c.batch, ITEMSIZE[c.dtype]),
-               started_at=utc_now())
+               backend_family=b.family, level=b.level_on(c.device), regime=task.regime.key,
+               timer=task.regime.timer, host=host, flops=layer.flops(c.batch),
+               bytes=layer.compulsory_bytes(c.batch, ITEMSIZE[c.dtype]), group=group_key(task))
     return row
 
 
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+class Runner:
+    """Measures tasks into ``store``. ``placement`` (sharded runs, :class:`fffbench.devlock.Placement`)
+    makes every group hold its device, and tags rows with the shard and the device."""
+
+    def __init__(self, store: RunStore, suite: Suite, threads_all: int, host: str, refs: ReferenceCache,
+                 placement=None, progress=None):
+        self.store, self.suite, self.threads_all, self.host = store, suite, threads_all, host
+        self.refs, self.placement, self.progress = refs, placement, progress
+        self.journal = store.journal()
+        self.stored = 0
+
+    def _held(self, what: str, *args):
+        return contextlib.nullcontext() if self.placement is None else getattr(self.placement, what)(*args)
+
+    def _store(self, row: dict) -> None:
+        row["finished_at"] = row.get("finished_at") or utc_now()
+        self.store.append_row(row)
+        self.stored += 1
+        if self.progress:
+            self.progress.row(row)
+
+    def run(self, tasks: list[Task]) -> int:
+        """Measure every task of ``tasks`` (all pending); returns the rows stored."""
+        by_group = groups(tasks)
+        remaining = {}
+        for gtasks in by_group.values():
+            for t in gtasks:
+                remaining[id(t.case)] = remaining.get(id(t.case), 0) + 1
+        for key, gtasks in by_group.items():
+            self._group(key, gtasks)
+            for t in gtasks:
+                remaining[id(t.case)] -= 1
+                if remaining[id(t.case)] == 0:
+                    self.refs.discard(t.case)
+        return self.stored
+
+    def _group(self, key: str, tasks: list[Task]) -> None:
+        case = tasks[0].case
+        threads = case.thread_count(self.threads_all)
+        device = case.device
+        tags = self.placement.tags(device) if self.placement is not None else {}
+        members = []
+        for i, t in enumerate(tasks):
+            row = base_row(t, self.store.run_id, self.suite.name, self.host, threads) | tags
+            reason = get_backend(t.backend).unavailable_reason(device, t.case.dtype)
+            if reason:
+                self._store(row | {"status": "skipped", "reason": reason, "started_at": utc_now()})
+                continue
+            members.append(Member(t, f"m{i}", row))
+        if not members:
+            return
+        attempt, done = self._resume_state(members)
+        if done == 0:
+            with self._held("prepare", device):  # host work, beside other shards' GPU measurements
+                for m in members:
+                    m.reference = str(self.refs.ensure(m.task.case))
+        pairs = self._pairs(members)
+        modules = sorted({get_backend(m.task.backend).module for m in members})
+        with self._held("hold", device):
+            started = utc_now()
+            for m in members:
+                m.row["started_at"] = started
+            gm = GroupMeasurement(members, self.suite.timing, device, threads, modules, self.store.append_samples,
+                                  attempt, done, [(a, b) for a, b, _ in pairs],
+                                  self.progress.block if self.progress else None, on_final=self._final)
+            gm.run()
+            finished = utc_now()
+        timed = []
+        for m in members:
+            if m.final is not None:
+                continue  # stored when it was decided
+            row, ok = finish_row(m)
+            row["attempt"], row["finished_at"] = gm.attempt, finished
+            self._store(row)
+            if ok:
+                timed.append(m)
+        for num, den, comp in pairs:
+            if num in timed and den in timed:
+                self.store.append_ratio(ratio_record(comp.label, num, den, gm.attempt, comp.figure))
+        # ``best-*`` comparisons are resolved on the finished rows
+        for comp, num, den in self._best_pairs(timed):
+            self.store.append_ratio(ratio_record(comp.label, num, den, gm.attempt, comp.figure))
+
+    def _final(self, m: Member) -> None:
+        """A row finished without timing (wrong, skipped, error): stored at once."""
+        self._store(finish_row(m)[0] | {"finished_at": utc_now()})
+
+    def _resume_state(self, members: list[Member]) -> tuple[str | None, int]:
+        """(attempt, processes done) of a measurement of these members that an interruption cut
+        short: continued where every member has the same journalled processes, else started anew."""
+        attempts = {}
+        for (row_id, attempt), lines in self.journal.items():
+            if attempt:
+                attempts.setdefault(attempt, {})[row_id] = lines
+        ids = {m.task.row_id for m in members}
+        for attempt, by_row in attempts.items():
+            if set(by_row) != ids:
+                continue
+            procs = {frozenset(ln["process"] for ln in lines) for lines in by_row.values()}
+            if len(procs) != 1 or not any("gate" in ln for lines in by_row.values() for ln in lines):
+                continue
+            for m in members:
+                m.processes = sorted(by_row[m.task.row_id], key=lambda ln: ln["process"])
+                gate = next((ln["gate"] for ln in m.processes if "gate" in ln), {})
+                m.gate, m.impl = gate or {}, m.processes[-1].get("impl", "")
+            return attempt, max(next(iter(procs))) + 1
+        return None, 0
+
+    def _declared(self, members: list[Member]):
+        device = members[0].task.case.device
+        return [c for c in self.suite.comparisons if c.device in (None, device)]
+
+    def _pairs(self, members: list[Member]):
+        """(numerator, denominator, comparison) of every declared comparison naming two backends."""
+        rows = [m.row | {"_m": m, "status": "ok"} for m in members]
+        out = []
+        for comp in self._declared(members):
+            if comp.numerator.startswith("best-") or comp.denominator.startswith("best-"):
+                continue
+            for num, den, *_ in comparison_pairs(comp, rows):
+                out.append((num["_m"], den["_m"], comp))
+        return out
+
+    def _best_pairs(self, timed: list[Member]):
+        if not timed:
+            return []
+        rows = [finish_row(m)[0] | {"_m": m} for m in timed]
+        out = []
+        for comp in self._declared(timed):
+            if not (comp.numerator.startswith("best-") or comp.denominator.startswith("best-")):
+                continue
+            for num, den, *_ in comparison_pairs(comp, where(rows, status="ok")):
+                out.append((comp, num["_m"], den["_m"]))
+        return out
 
 
-def _measure(task: Task, row: dict, data, suite: Suite):
-    """Build, gate and time one backend on one case; returns (row, samples or None)."""
-    c = task.case
-    backend = get_backend(task.backend)
-    reason = backend.unavailable_reason(c.device, c.dtype)
-    if reason:
-        return row | {"status": "skipped", "reason": reason}, None
-    x, weights, ref = data()
-    try:
-        with pinned_threads(c.threads):
-            kernel = backend.build(c.layer, weights, device=c.device, dtype=c.dtype, threads=c.threads)
-            xn = kernel.prepare(x)
-            t0 = time.perf_counter()
-            y = kernel.run(xn)
-            kernel.synchronize()
-            gate_s = time.perf_counter() - t0  # the gate's call is the untimed first call (JIT, init)
-            chk = check_output(kernel.to_numpy(y), ref, c.dtype, c.family)
-            row["impl"] = kernel.describe()
-            del y
-            row |= {"rel_err": chk.rel_err, "max_row_err": chk.max_row_err,
-                    "path_agreement": chk.path_agreement, "decisive_frac": chk.decisive_frac}
-            if not chk.passed:
-                return row | {"status": "wrong", "reason": chk.reason}, None
-            cap = suite.timing.max_call_s
-            if cap and gate_s > cap:
-                return row | {"status": "skipped", "reason": f"output checked, not timed: one call took {gate_s:.1f} s "
-                                                              f"(timing.max_call_s is {cap:g} s)"}, None
-            if c.device == "cuda":
-                from fffbench.timing.cuda import RegimeNotApplicable, time_cuda
-
-                _, l2, launch = task.regime.split("/")
-                try:
-                    t = time_cuda(kernel, xn, suite.timing, l2=l2.removesuffix("-l2"), launch=launch)
-                except RegimeNotApplicable as e:
-                    return row | {"status": "skipped", "reason": str(e)}, None
-            else:
-                from fffbench.timing.cpu import time_cpu
-
-                t = time_cpu(kernel, xn, suite.timing, first_s=gate_s)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as e:  # a failing backend becomes a row, never a crashed run
-        kind = "out of memory" if _is_oom(e) else type(e).__name__
-        _free_device_memory()
-        return row | {"status": "error", "reason": f"{kind}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}, None
-    stats = summarize(t.samples)
-    med = stats["median_s"]
-    row |= stats | {"status": "ok", "reason": "", "regime": t.regime, "timer": t.timer, "number": t.number,
-                    "gflops": row["flops"] / med / 1e9, "gbps": row["bytes"] / med / 1e9}
-    return row, t.samples
-
-
-def _free_device_memory():
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
-
-
-def _case_data(case: Case):
-    """Lazily made (x, weights, reference) for one case, shared by its backends."""
-    cache = {}
-
-    def get():
-        if not cache:
-            layer = case.layer
-            weights = layer.init_weights(case.seed)
-            x = make_input(case.input, case.batch, case.width, case.seed)
-            cache["v"] = (x, weights, Reference.compute(layer, weights, x))
-        return cache["v"]
-
-    return get
-
-
-def run_suite(suite: Suite, out_root="results", resume=None, progress: bool = True, on_row=None,
-              ceilings: bool = True, devices: list[str] | None = None, *, run_dir=None, run_id: str | None = None,
-              placement=None, env_extra: dict | None = None) -> RunStore:
-    """Run every pending (case, backend, regime) of ``suite``; returns the run's store.
-
-    ``resume`` is an existing run directory of the same suite: its finished rows are kept and
-    skipped. Raises :class:`RunInterrupted` on Ctrl-C after the finished rows are stored, and
-    :class:`RunAborted` when the harness itself fails (a backend's failure is only a row).
-    With ``ceilings`` the devices' bandwidth and GEMM rate are measured first (run.json).
-    ``devices`` keeps only the cases on those devices (recorded, and reapplied on resume).
-
-    Shards (:mod:`fffbench.shards`) also pass ``run_dir`` (create the run in exactly this
-    directory, its rows stored under ``run_id``), ``env_extra`` (recorded in run.json) and
-    ``placement`` (:class:`fffbench.devlock.Placement`): every measurement then holds its device
-    (``started_at``/``finished_at`` bracket the hold) and its rows record the shard and the device,
-    and the ceilings are measured holding every device of the host. Without it nothing is locked.
-    """
-    environment = envmod.collect() | (env_extra or {})
-    if resume and devices is None:
-        devices = RunStore.open(resume).env().get("device_filter")
-    if devices:
-        suite = dataclasses.replace(suite, cases=tuple(c for c in suite.cases if c.device in devices))
-        environment["device_filter"] = sorted(devices)
-    if ceilings and not resume:
-        from fffbench.roofline import measure
-
-        with _held(placement, "exclusive"):
-            environment["ceilings"] = measure([c.device for c in suite.cases], [c.dtype for c in suite.cases],
-                                              max(c.threads for c in suite.cases))
-    if resume:
-        store = RunStore.open(resume)
-        recorded = store.env().get("suite", {}).get("sha256")
-        if recorded and recorded != suite.sha256:
-            raise SuiteError(f"{suite.path}:0: differs from the suite of run {store.path} (hash mismatch); "
-                             "resume with the run's own suite.yaml")
-        store.add_resume({"at": utc_now(), "host": environment["host"], "argv": environment["argv"]} | (env_extra or {}))
-    elif run_dir is not None:
-        run_dir = Path(run_dir)
-        store = RunStore.create(run_dir.parent, run_id or run_dir.name, environment, suite, dirname=run_dir.name)
-    else:
-        store = RunStore.create(out_root, new_run_id(suite, environment["host"]), environment, suite)
-    done = store.done_ids()
-    tasks = [t for t in plan(suite) if t.row_id not in done]
-    finished = 0
-    data_by_case: dict[str, object] = {}
-    bar = _progress(progress)
-    try:
-        with bar:
-            job = bar.add_task("starting", total=len(tasks))
-            for task in tasks:
-                bar.update(job, description=f"{task.case.case_id} [bold]{task.backend}[/]")
-                key = task.case.case_id
-                if key not in data_by_case:
-                    data_by_case.clear()  # keep one case's reference in memory at a time
-                    data_by_case[key] = _case_data(task.case)
-                device = task.case.device
-                if placement is not None and device != "cpu" and _runnable(task):
-                    with placement.prepare(device):  # host work (inputs, float64 reference) off the device
-                        data_by_case[key]()
-                with _held(placement, "hold", device):
-                    row = _base_row(task, store, suite, environment["host"])
-                    if placement is not None:
-                        row |= placement.tags(device)
-                    row, samples = _measure(task, row, data_by_case[key], suite)
-                    row["finished_at"] = utc_now()
-                store.append(row, samples)
-                finished += 1
-                if on_row:
-                    on_row(row)
-                bar.advance(job)
-    except KeyboardInterrupt:
-        raise RunInterrupted(store, len(done) + finished) from None
-    except Exception as e:
-        raise RunAborted(store, len(done) + finished, e) from e
-    return store
-
-
-def _held(placement, what: str, *args):
-    """``placement.<what>(*args)`` (a context holding devices), or nothing when no placement is given."""
-    return contextlib.nullcontext() if placement is None else getattr(placement, what)(*args)
-
-
-def _runnable(task: Task) -> bool:
-    c = task.case
-    return get_backend(task.backend).unavailable_reason(c.device, c.dtype) is None
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False)
-
-
-__all__ = ["RunAborted", "RunInterrupted", "Task", "pinned_threads", "plan", "regimes", "run_suite"]
+__all__ = ["Runner", "Task", "base_row", "group_key", "groups", "plan"]

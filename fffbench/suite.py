@@ -1,97 +1,54 @@
-"""Suites: YAML files that define a sweep, parsed with line numbers and validated strictly.
+"""Suites: YAML files that define a sweep, validated strictly before anything is built.
 
 Every error names the file, the line and what was expected, in one line (:class:`SuiteError`), so
-a typo in a 2-hour sweep is caught before the first case runs. See ``suites/paper.yaml`` for a
-commented example of every key.
+a typo in a 2-hour sweep is caught before the first case runs. Hostile input is refused before it
+costs memory: the YAML reader's own limits (:mod:`fffbench.yamldoc`), the number of cases
+(computed from the axes before one is built, at most ``max_cases``), and each case's memory
+(weights, input, output and float64 reference) against what the machine has available. See
+``suites/paper.yaml`` for a commented example of every key.
 """
 from __future__ import annotations
 
 import difflib
 import hashlib
 import itertools
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-import yaml
-
+from fffbench import paper
 from fffbench.layers import FF, FFF, INPUT_KINDS
-from fffbench.registry import DEVICES, DTYPES, backend_names, get_backend
-from fffbench.timing import TimingConfig
+from fffbench.paper import Comparison
+from fffbench.registry import backend_names, get_backend
+from fffbench.timing import RANGES, TimingConfig
+from fffbench.timing.regime import L2_STATES, LAUNCHES
+from fffbench.vocab import DEVICES, DTYPES, ITEMSIZE
+from fffbench.yamldoc import Doc, DocumentError
+
+#: sweeps larger than this are refused unless the caller raises the limit (``--max-cases``)
+MAX_CASES = 100_000
+MAX_NAME = 64
 
 
 class SuiteError(ValueError):
     """A suite that cannot be run; ``str(e)`` is ``file:line: message``."""
 
 
-# --- YAML with line numbers -------------------------------------------------------------------
-
-class _Doc:
-    """Plain Python values of a YAML document plus the line of every key and value."""
-
-    def __init__(self, path: str, text: str):
-        self.path = path
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-            line = mark.line + 1 if mark else 1
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            ctx, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
-            if ctx and cmark and cmark.line + 1 != line:
-                problem += f" ({ctx} started on line {cmark.line + 1})"
-            raise SuiteError(f"{path}:{line}: invalid YAML: {problem}") from None
-        self.lines: dict[tuple, int] = {}
-        self._ctor = yaml.constructor.SafeConstructor()
-        self.data = self._convert(node, ()) if node is not None else None
-
-    def _convert(self, node, where: tuple):
-        self.lines[where] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out = {}
-            for k, v in node.value:
-                key = self._ctor.construct_object(k, deep=True)
-                if key in out:
-                    raise SuiteError(f"{self.path}:{k.start_mark.line + 1}: key {key!r} appears twice")
-                out[key] = self._convert(v, where + (key,))
-                self.lines[where + (key, "<key>")] = k.start_mark.line + 1
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._convert(v, where + (i,)) for i, v in enumerate(node.value)]
-        return self._ctor.construct_object(node, deep=True)
-
-    def line(self, where: tuple, key: bool = False) -> int:
-        where = tuple(where)
-        while where:
-            if key and where + ("<key>",) in self.lines:
-                return self.lines[where + ("<key>",)]
-            if where in self.lines:
-                return self.lines[where]
-            where = where[:-1]
-        return self.lines.get((), 1)
-
-    def fail(self, where, msg: str, key: bool = False):
-        raise SuiteError(f"{self.path}:{self.line(where, key)}: {msg}")
-
-
-# --- schema ---------------------------------------------------------------------------------
-
 _TOP = {"name", "description", "sweep", "ff", "fff", "backends", "timing", "comparisons"}
 _SWEEP = {"batch", "width", "dtype", "device", "input", "seed", "threads"}
 _FF = {"hidden", "out_width", "bias"}
 _FFF = {"depth", "trees", "out_width", "bias"}
-_TIMING = {"budget_s", "warmup_s", "min_reps", "max_reps", "repetitions", "min_sample_s", "max_call_s", "l2",
-           "launch"}
-_COMPARISON = {"label", "numerator", "denominator", "hidden", "device", "paper"}
-_PAPER = {"value", "source", "secondary"}
-BEST = {"best-ff": "ff", "best-fff": "fff"}
+_TIMING = {f.name for f in fields(TimingConfig)}
+_COMPARISON = {"label", "numerator", "denominator", "hidden", "device", "figure"}
+BEST = paper.BEST
 
 
-def _where(path):
+def _where(path) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _keys(doc: _Doc, value, allowed: set, path: tuple, what: str) -> dict:
+def _keys(doc: Doc, value, allowed: set, path: tuple, what: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -105,36 +62,28 @@ def _keys(doc: _Doc, value, allowed: set, path: tuple, what: str) -> dict:
     return value
 
 
-def _int(doc, v, path, minimum: int):
+def _int(doc, v, path, lo: int, hi: int | None = None):
     if isinstance(v, bool) or not isinstance(v, int):
-        doc.fail(path, f"'{_where(path)}' must be an integer >= {minimum}, got {v!r}")
-    if v < minimum:
-        doc.fail(path, f"'{_where(path)}' must be >= {minimum}, got {v}")
+        doc.fail(path, f"'{_where(path)}' must be an integer >= {lo}, got {v!r}")
+    if v < lo or (hi is not None and v > hi):
+        doc.fail(path, f"'{_where(path)}' must be between {lo} and {hi}, got {v}" if hi is not None
+                 else f"'{_where(path)}' must be >= {lo}, got {v}")
     return v
 
 
-def _num(doc, v, path, minimum: float, strict: bool = False):
+def _num(doc, v, path, lo: float, hi: float, strict: bool = False):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         doc.fail(path, f"'{_where(path)}' must be a number, got {v!r}")
-    if v < minimum or (strict and v == minimum):
-        doc.fail(path, f"'{_where(path)}' must be {'>' if strict else '>='} {minimum}, got {v}")
+    if not math.isfinite(v) or v < lo or v > hi or (strict and v == lo):
+        doc.fail(path, f"'{_where(path)}' must be a finite number {'>' if strict else '>='} {lo:g} and <= {hi:g}, "
+                       f"got {v!r}")
     return float(v)
 
 
 def _choice(doc, v, path, choices):
-    if v not in choices:
+    if not isinstance(v, (str, int)) or isinstance(v, bool) or v not in choices:
         doc.fail(path, f"'{_where(path)}' must be one of {', '.join(map(str, choices))}, got {v!r}")
     return v
-
-
-def _axis(doc, d: dict, key: str, path: tuple, default, item) -> tuple:
-    """A sweep axis: a scalar or a non-empty list, each element checked by ``item``."""
-    v = d.get(key, default)
-    values = v if isinstance(v, list) else [v]
-    if not values:
-        doc.fail(path + (key,), f"'{_where(path + (key,))}' must not be an empty list")
-    p = path + (key,)
-    return tuple(item(doc, x, p + ((i,) if isinstance(v, list) else ()), ) for i, x in enumerate(values))
 
 
 def _bool(doc, v, path):
@@ -143,23 +92,45 @@ def _bool(doc, v, path):
     return v
 
 
-# --- the suite ------------------------------------------------------------------------------
+def _axis(doc, d: dict, key: str, path: tuple, default, item) -> tuple:
+    """A sweep axis: a scalar or a non-empty list, each element checked by ``item``."""
+    v = d.get(key, default)
+    values = v if isinstance(v, list) else [v]
+    p = path + (key,)
+    if not values:
+        doc.fail(p, f"'{_where(p)}' must not be an empty list")
+    return tuple(item(doc, x, p + ((i,) if isinstance(v, list) else ())) for i, x in enumerate(values))
 
-@dataclass(frozen=True)
-class Comparison:
-    label: str
-    numerator: str      # FF-side backend name or "best-ff"; speedup = time(numerator) / time(denominator)
-    denominator: str    # FFF-side backend name or "best-fff"
-    hidden: int | None = None
-    device: str | None = None  # restrict to one device (the paper's figures are per device)
-    paper_value: float | None = None
-    paper_source: str = ""
-    paper_secondary: bool = False
 
+def max_threads() -> int:
+    """The largest thread count a suite may ask for: a few times this machine's CPUs (more only
+    oversubscribes, and some BLAS builds abort beyond their compiled maximum)."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (MemAvailable), where the OS says."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# --- the suite --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Case:
-    """One workload: a layer, a batch of inputs, a dtype, a device and a thread count."""
+    """One workload: a layer, a batch of inputs, a dtype, a device and a thread count.
+
+    ``threads`` is what the suite said: a count, or ``"all"`` (the CPUs the run may use, resolved
+    once when the run starts and recorded in run.json, so every row of a run and its resumptions
+    agree on it)."""
 
     family: str
     width: int
@@ -168,7 +139,7 @@ class Case:
     device: str
     input: str
     seed: int
-    threads: int
+    threads: int | str
     hidden: int | None = None
     depth: int | None = None
     trees: int | None = None
@@ -189,6 +160,23 @@ class Case:
         return (f"{self.family}-d{self.width}-{shape}{out}{nb}-B{self.batch}-{self.dtype}-{self.device}"
                 f"-{self.input}-s{self.seed}-t{self.threads}")
 
+    def thread_count(self, all_cpus: int) -> int:
+        return all_cpus if self.threads == "all" else int(self.threads)
+
+    def memory_bytes(self) -> dict[str, float]:
+        """What the harness holds for this case (float32 weights and their float64 copy for the
+        reference, input, the reference output and its temporaries), by part, in bytes."""
+        dout = self.out_width or self.width
+        if self.family == "ff":
+            weights = float(self.hidden) * (self.width + 1 + dout)
+            temps = 16.0 * self.batch * self.hidden
+        else:
+            weights = float(self.trees) * (2.0 ** (self.depth + 1) - 1) * (self.width + 1 + dout)
+            temps = 8.0 * self.batch * (3 * self.width + 4 * self.trees * (self.depth + 1))
+        return {"weights": 12.0 * weights, "input": 12.0 * self.batch * self.width,
+                "reference": 8.0 * self.batch * dout + temps,
+                "device copies": 3.0 * ITEMSIZE[self.dtype] * (weights + self.batch * (self.width + dout))}
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -203,23 +191,31 @@ class Suite:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        return hashlib.sha256(self.text.encode("utf-8", "surrogateescape")).hexdigest()
 
     def backends_for(self, family: str) -> list[str]:
         return [b for b in self.backends if get_backend(b).family == family]
 
 
-def load_suite(path) -> Suite:
+def load_suite(path, max_cases: int = MAX_CASES) -> Suite:
     path = str(path)
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise SuiteError(f"{path}:0: is a directory, not a suite file") from None
     except OSError as e:
         raise SuiteError(f"{path}:0: cannot read suite: {e.strerror}") from None
-    return parse_suite(text, path)
+    return parse_suite(data, path, max_cases)
 
 
-def parse_suite(text: str, path: str = "<suite>") -> Suite:
-    doc = _Doc(path, text)
+def parse_suite(text, path: str = "<suite>", max_cases: int = MAX_CASES) -> Suite:
+    try:
+        return _parse(Doc(path, text), max_cases)
+    except DocumentError as e:
+        raise SuiteError(str(e)) from None
+
+
+def _parse(doc: Doc, max_cases: int) -> Suite:
     top = doc.data
     if not isinstance(top, dict):
         doc.fail((), "a suite must be a YAML mapping with at least 'name' and 'backends'")
@@ -228,32 +224,53 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
         if required not in top:
             doc.fail((), f"missing required key '{required}'")
     name = top["name"]
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-        doc.fail(("name",), f"'name' must be a word of letters, digits, '-' and '_', got {name!r}")
+    if (not isinstance(name, str) or not name or len(name) > MAX_NAME
+            or not name.replace("-", "").replace("_", "").isalnum() or not name.isascii()):
+        doc.fail(("name",), f"'name' must be a word of at most {MAX_NAME} ASCII letters, digits, '-' and '_' "
+                            f"(it names the run directory), got {name!r}")
+    backends = _backends(doc, top["backends"])
+    sw = _keys(doc, top.get("sweep"), _SWEEP, ("sweep",), "sweep")
+    p = ("sweep",)
+    top_threads = max_threads()
+    axes = {
+        "width": _axis(doc, sw, "width", p, 768, lambda d, v, q: _int(d, v, q, 1, 1 << 30)),
+        "batch": _axis(doc, sw, "batch", p, 16384, lambda d, v, q: _int(d, v, q, 1, 1 << 40)),
+        "dtype": _axis(doc, sw, "dtype", p, "float32", lambda d, v, q: _choice(d, v, q, DTYPES)),
+        "device": _axis(doc, sw, "device", p, "cpu", lambda d, v, q: _choice(d, v, q, DEVICES)),
+        "input": _axis(doc, sw, "input", p, "gaussian", lambda d, v, q: _choice(d, v, q, INPUT_KINDS)),
+        "seed": _axis(doc, sw, "seed", p, 0, lambda d, v, q: _int(d, v, q, 0, 2 ** 63 - 1)),
+        "threads": _axis(doc, sw, "threads", p, "all",
+                         lambda d, v, q: "all" if v == "all" else _int(d, v, q, 1, top_threads)),
+    }
+    layers = _layers(doc, top, {get_backend(b).family for b in backends})
+    n = len(layers) * math.prod(len(v) for v in axes.values())
+    if n > max_cases:
+        doc.fail(("sweep",), f"the sweep has {n:,} cases (layers x {' x '.join(axes)}); at most {max_cases:,} "
+                             "are run (raise the limit with --max-cases)")
+    names = list(axes)
+    cases = tuple(Case(**dict(zip(names, combo)), **lay) for lay, *combo in
+                  itertools.product([lay for lay, _ in layers], *axes.values()))
+    _check_memory(doc, cases, {id(c): where for c in cases for lay, where in layers if _same_layer(c, lay)})
+    return Suite(name=name, path=doc.path, text=doc.text, backends=backends, cases=cases,
+                 timing=_timing(doc, top.get("timing")), comparisons=_comparisons(doc, top, backends),
+                 description=str(top.get("description", "")))
 
+
+def _backends(doc, backends) -> tuple[str, ...]:
     known = backend_names()
-    backends = top["backends"]
     if not isinstance(backends, list) or not backends:
         doc.fail(("backends",), "'backends' must be a non-empty list of backend names")
     for i, b in enumerate(backends):
-        if b not in known:
+        if not isinstance(b, str) or b not in known:
             close = difflib.get_close_matches(str(b), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             doc.fail(("backends", i), f"unknown backend {b!r}{hint}; known: {', '.join(known)}")
+    return tuple(dict.fromkeys(backends))
 
-    sw = _keys(doc, top.get("sweep"), _SWEEP, ("sweep",), "sweep")
-    p = ("sweep",)
-    batch = _axis(doc, sw, "batch", p, 16384, lambda d, v, q: _int(d, v, q, 1))
-    width = _axis(doc, sw, "width", p, 768, lambda d, v, q: _int(d, v, q, 1))
-    dtype = _axis(doc, sw, "dtype", p, "float32", lambda d, v, q: _choice(d, v, q, DTYPES))
-    device = _axis(doc, sw, "device", p, "cpu", lambda d, v, q: _choice(d, v, q, DEVICES))
-    inputs = _axis(doc, sw, "input", p, "gaussian", lambda d, v, q: _choice(d, v, q, INPUT_KINDS))
-    seed = _axis(doc, sw, "seed", p, 0, lambda d, v, q: _int(d, v, q, 0))
-    threads = _axis(doc, sw, "threads", p, "all",
-                    lambda d, v, q: (os.cpu_count() or 1) if v == "all" else _int(d, v, q, 1))
 
-    layers: list[dict] = []
-    families = {get_backend(b).family for b in backends}
+def _layers(doc, top, families) -> list[tuple[dict, tuple]]:
+    """(layer fields, where in the document) for every layer the suite defines."""
+    layers = []
     for fam, allowed in (("ff", _FF), ("fff", _FFF)):
         spec = _keys(doc, top.get(fam), allowed, (fam,), fam)
         if fam in families and fam not in top:
@@ -263,41 +280,60 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
         q = (fam,)
         out_width = spec.get("out_width")
         if out_width is not None:
-            _int(doc, out_width, q + ("out_width",), 1)
+            _int(doc, out_width, q + ("out_width",), 1, 1 << 30)
         bias = _bool(doc, spec.get("bias", True), q + ("bias",))
         if fam == "ff":
-            for h in _axis(doc, spec, "hidden", q, 3072, lambda d, v, r: _int(d, v, r, 1)):
-                layers.append(dict(family="ff", hidden=h, out_width=out_width, bias=bias))
+            for h in _axis(doc, spec, "hidden", q, 3072, lambda d, v, r: _int(d, v, r, 1, 1 << 40)):
+                layers.append((dict(family="ff", hidden=h, out_width=out_width, bias=bias), q + ("hidden",)))
         else:
-            depths = _axis(doc, spec, "depth", q, 11, lambda d, v, r: _int(d, v, r, 0))
-            trees = _axis(doc, spec, "trees", q, 1, lambda d, v, r: _int(d, v, r, 1))
+            depths = _axis(doc, spec, "depth", q, 11, lambda d, v, r: _int(d, v, r, 0, 40))
+            trees = _axis(doc, spec, "trees", q, 1, lambda d, v, r: _int(d, v, r, 1, 1 << 20))
             for dp, t in itertools.product(depths, trees):
-                layers.append(dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias))
+                layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias),
+                               q + ("depth",)))
+    return layers
 
-    cases = tuple(Case(width=w, batch=b, dtype=dt, device=dv, input=i, seed=s, threads=t, **lay)
-                  for lay, w, b, dt, dv, i, s, t in itertools.product(layers, width, batch, dtype, device, inputs,
-                                                                     seed, threads))
-    return Suite(name=name, path=path, text=text, backends=tuple(backends), cases=cases,
-                 timing=_timing(doc, top.get("timing")), comparisons=_comparisons(doc, top, backends),
-                 description=str(top.get("description", "")))
+
+def _same_layer(case: Case, layer: dict) -> bool:
+    return all(getattr(case, k) == v for k, v in layer.items())
+
+
+def _check_memory(doc, cases, where: dict) -> None:
+    """Refuse a case whose harness memory exceeds what the machine has available."""
+    avail = available_memory()
+    if not avail:
+        return
+    worst = max(cases, key=lambda c: sum(c.memory_bytes().values()), default=None)
+    if worst is None:
+        return
+    parts = worst.memory_bytes()
+    total = sum(parts.values())
+    if total > avail:
+        detail = ", ".join(f"{k} {v / 1e9:.3g} GB" for k, v in parts.items())
+        doc.fail(where.get(id(worst), ()), f"case {worst.case_id} needs about {total / 1e9:.3g} GB ({detail}); "
+                                           f"this machine has {avail / 1e9:.3g} GB available")
 
 
 def _timing(doc, value) -> TimingConfig:
     t = _keys(doc, value, _TIMING, ("timing",), "timing")
     q = ("timing",)
     kw = {}
-    for k in ("budget_s", "min_sample_s", "max_call_s"):
+    for k in ("budget_s", "min_sample_s", "max_call_s", "target_ci"):
         if k in t:
-            kw[k] = _num(doc, t[k], q + (k,), 0.0, strict=True)
-    if "warmup_s" in t:
-        kw["warmup_s"] = _num(doc, t["warmup_s"], q + ("warmup_s",), 0.0)
-    for k in ("min_reps", "max_reps", "repetitions"):
+            kw[k] = _num(doc, t[k], q + (k,), *RANGES[k], strict=True)
+    for k in ("warmup_s", "max_process_s"):
         if k in t:
-            kw[k] = _int(doc, t[k], q + (k,), 1)
+            kw[k] = _num(doc, t[k], q + (k,), *RANGES[k])
+    for k in ("min_reps", "max_reps", "repetitions", "max_processes", "retake"):
+        if k in t:
+            kw[k] = _int(doc, t[k], q + (k,), *RANGES[k])
+    if "processes" in t:
+        kw["processes"] = "auto" if t["processes"] == "auto" else _int(doc, t["processes"], q + ("processes",),
+                                                                      *RANGES["processes"])
     if "l2" in t:
-        kw["l2"] = _axis(doc, t, "l2", q, "warm", lambda d, v, r: _choice(d, v, r, ("warm", "flush")))
+        kw["l2"] = _axis(doc, t, "l2", q, "warm", lambda d, v, r: _choice(d, v, r, L2_STATES))
     if "launch" in t:
-        kw["launch"] = _axis(doc, t, "launch", q, "eager", lambda d, v, r: _choice(d, v, r, ("eager", "graph")))
+        kw["launch"] = _axis(doc, t, "launch", q, "eager", lambda d, v, r: _choice(d, v, r, LAUNCHES))
     if kw.get("min_reps", 1) > kw.get("max_reps", 10 ** 9):
         doc.fail(q + ("min_reps",), "'timing.min_reps' must not exceed 'timing.max_reps'")
     return TimingConfig(**kw)
@@ -310,7 +346,22 @@ def _comparisons(doc, top, backends) -> tuple[Comparison, ...]:
     out = []
     for i, c in enumerate(value):
         q = ("comparisons", i)
+        if isinstance(c, dict) and "paper" in c:
+            doc.fail(q + ("paper",), "'paper' is no longer a comparison key: the paper's figures are defined once; "
+                                     f"refer to one with 'figure: KEY' ({', '.join(paper.BY_KEY)})", key=True)
         c = _keys(doc, c, _COMPARISON, q, "a comparison")
+        fig = None
+        if "figure" in c:
+            if c["figure"] not in paper.BY_KEY or paper.BY_KEY[c["figure"]].kind != "speedup":
+                doc.fail(q + ("figure",), f"unknown figure {c['figure']!r}; expected one of: "
+                                          + ", ".join(f.key for f in paper.FIGURES if f.kind == "speedup"))
+            fig = paper.BY_KEY[c["figure"]]
+            for k, v in (("numerator", fig.numerator), ("denominator", fig.denominator), ("hidden", fig.hidden),
+                         ("device", fig.device)):
+                if k in c and c[k] != v:
+                    doc.fail(q + (k,), f"figure {fig.key} defines '{k}' as {v!r}, the comparison says {c[k]!r}")
+            c = {"label": fig.what, "numerator": fig.numerator, "denominator": fig.denominator, "hidden": fig.hidden,
+                 "device": fig.device} | c
         for k in ("label", "numerator", "denominator"):
             if k not in c:
                 doc.fail(q, f"comparison {i + 1} lacks '{k}'")
@@ -326,9 +377,6 @@ def _comparisons(doc, top, backends) -> tuple[Comparison, ...]:
                                    f"{b!r} is {get_backend(b).family.upper()}")
         hidden = _int(doc, c["hidden"], q + ("hidden",), 1) if c.get("hidden") is not None else None
         device = _choice(doc, c["device"], q + ("device",), DEVICES) if c.get("device") is not None else None
-        paper = _keys(doc, c.get("paper"), _PAPER, q + ("paper",), "paper")
-        value_ = _num(doc, paper["value"], q + ("paper", "value"), 0.0, strict=True) if "value" in paper else None
-        secondary = _bool(doc, paper.get("secondary", False), q + ("paper", "secondary"))
-        out.append(Comparison(str(c["label"]), c["numerator"], c["denominator"], hidden, device, value_,
-                              str(paper.get("source", "")), secondary))
+        out.append(Comparison(str(c["label"]), c["numerator"], c["denominator"], hidden, device,
+                              fig.key if fig else None))
     return tuple(out)

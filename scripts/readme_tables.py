@@ -18,9 +18,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fffbench.comparisons import comparison_table, suite_comparisons
-from fffbench.runs import layer_label
-from fffbench.store import RunStore
+from fffbench.report import comparison_table, figure_values
+from fffbench.runs import layer_label, load
+from fffbench.timing.regime import Regime
 
 BEGIN, END = "<!-- RESULTS:BEGIN (scripts/readme_tables.py) -->", "<!-- RESULTS:END -->"
 
@@ -32,12 +32,18 @@ def _fmt_time(s: float) -> str:
 
 
 def _regime(r: str) -> str:
-    return {"wall/warm": "wall clock"}.get(r, r.replace("cuda-events/", "").replace("-l2", " L2"))
+    regime = Regime.parse(r)
+    return "wall clock" if regime.timer == "wall" else f"{regime.l2} L2, {regime.launch}"
+
+
+def _x(v, lo, hi) -> str:
+    return f"{v:.3g}x" + (f" [{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) and math.isfinite(hi) else "")
 
 
 def run_section(path: Path, show: set[str]) -> str:
-    store = RunStore.open(path)
-    env, df = store.env(), store.frame(samples=True)
+    runs = load(path)
+    label = runs.labels[0]
+    env, df = runs.envs[label], runs.df
     cpu = env.get("ceilings", {})
     lines = [f"### `{path.relative_to(ROOT)}`", "",
              f"Suite `{env['suite']['name']}`, measured on **{env.get('machine')}**"
@@ -67,7 +73,7 @@ def run_section(path: Path, show: set[str]) -> str:
             f"{r['gbps']:.0f}" if ok else "", f"{100 * r['gbps'] / bw:.1f}%" if ok and bw else "",
             f"{r['rel_err']:.1e}" if ok else "",
             "" if pd.isna(r["path_agreement"]) or not ok else f"{r['path_agreement']:.4f}"]) + " |")
-    comp = comparison_table(df, suite_comparisons((path / "suite.yaml").read_text()))
+    comp = comparison_table(runs)
     if len(comp):
         comp = comp[comp["note"] == ""]
     if len(comp) and "comparisons" in show:
@@ -77,8 +83,15 @@ def run_section(path: Path, show: set[str]) -> str:
             paper = "" if c["paper"] is None or pd.isna(c["paper"]) else (
                 f"{c['paper']:g}x" + (" (secondary)" if c["paper_secondary"] else ""))
             lines.append(f"| {c['label']} | {c['device']} | {c['dtype']} | `{c['ff_backend']}` H={c['ff_hidden']} | "
-                         f"`{c['fff_backend']}` {c['fff']} | {c['speedup']:.2f}x [{c['ci_low']:.2f}, {c['ci_high']:.2f}] | "
+                         f"`{c['fff_backend']}` {c['fff']} | {_x(c['speedup'], c['ci_low'], c['ci_high'])} | "
                          f"{paper} | {c['neuron_limit']:.0f}x |")
+    figs_measured = figure_values(runs)
+    figs_measured = figs_measured[figs_measured["measured"].notna() & figs_measured["device"].notna()]
+    if len(figs_measured) and "comparisons" in show:
+        lines += ["", "| the paper's figure | what | measured here [95% CI] | FF / FFF backends |", "|---|---|---|---|"]
+        for _, f in figs_measured.iterrows():
+            lines.append(f"| {f['paper']:g}x{' (secondary)' if f['secondary'] else ''} | {f['what']} | "
+                         f"{_x(f['measured'], f['ci_low'], f['ci_high'])} | `{f['ff_backend']}` / `{f['fff_backend']}` |")
     report = path / "report"
     figs = [p for p in ("speedups.png", "scaling.png", "batch.png") if (report / p).exists()]
     if figs and "figures" in show:

@@ -1,40 +1,23 @@
-"""Shared fixtures and test-only backends (a wrong one and a crashing one) for the runner tests."""
+"""Shared fixtures. The test-only backends live in ``testbackends`` (a wrong one, one that raises,
+one that crashes its process, a slowed one), registered in this process and, through
+``FFFBENCH_PLUGINS`` and ``PYTHONPATH``, in every worker and shard process the tests start."""
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fffbench.registry import Kernel, register_backend
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+os.environ["FFFBENCH_PLUGINS"] = "testbackends"
+os.environ["PYTHONPATH"] = os.pathsep.join([HERE] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                     if p and p != HERE])
 
-
-class _NumpyKernel(Kernel):
-    def __init__(self, fn):
-        self.fn = fn
-
-    def prepare(self, x):
-        return np.asarray(x, dtype=np.float32)
-
-    def run(self, x):
-        return self.fn(x)
-
-
-@register_backend("test-fff-no-activation", family="fff", level="cpu-l2")
-def _build_wrong(layer, weights, *, device, dtype):
-    """The reference CPU code's Level 2 defect: the axpy scales by 1.0, discarding the activations."""
-    w2 = weights["w2"].astype(np.float64)
-
-    def fn(x):
-        nodes, _, _ = layer.walk(x, weights)
-        return sum(w2[k][nodes[:, k]].sum(axis=1) for k in range(layer.trees))
-    return _NumpyKernel(fn)
-
-
-@register_backend("test-ff-raises", family="ff", level="cpu-l1")
-def _build_raises(layer, weights, *, device, dtype):
-    """Raises inside the call, as a crashing extension would."""
-    def fn(x):
-        raise RuntimeError("boom from a broken backend")
-    return _NumpyKernel(fn)
+import testbackends  # noqa: E402,F401  (registers the test-only backends here too)
 
 
 @pytest.fixture

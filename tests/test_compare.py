@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import slowable
+import testbackends as slowable
 from scipy.stats import mannwhitneyu
 from typer.testing import CliRunner
 

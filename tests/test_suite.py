@@ -27,8 +27,8 @@ def test_paper_suite_is_the_paper_setting():
     assert {(c.depth, c.trees) for c in fff} == {(11, 1)}
     assert {c.hidden for c in ff} == {3072, 4095, 4096}
     assert {c.device for c in s.cases} == {"cpu", "cuda"}
-    paper = {c.label: c.paper_value for c in s.comparisons}
-    assert 40 in paper.values() and 78 in paper.values()
+    figures = {c.figure for c in s.comparisons}
+    assert {"cpu-78x", "gpu-bmm-40x"} <= figures
 
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
@@ -65,5 +65,6 @@ def test_expansion_and_defaults():
                     "ff: {hidden: [4, 8]}\nfff: {depth: [0, 2], trees: [1, 3]}\nbackends: [ff-dense, fff-bmm]\n")
     assert len(s.cases) == (2 + 4) * 2 * 2
     assert {c.width for c in s.cases} == {768} and {c.threads for c in s.cases} == {1}
+    assert parse_suite("name: t\nbackends: [ff-dense]\nff: {hidden: 4}\n").cases[0].threads == "all"
     assert len({c.case_id for c in s.cases}) == len(s.cases)
     assert len(plan(s)) == len(s.cases)  # one backend per family, one CPU regime

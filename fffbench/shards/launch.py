@@ -20,41 +20,10 @@ from pathlib import Path
 
 from fffbench import env as envmod
 from fffbench.shards import plan as shard_plan
+from fffbench.shards.slurm import SlurmOptions
 from fffbench.store import RunStore
 
 EXECUTORS = ("inline", "local", "slurm")
-
-
-@dataclass
-class SlurmOptions:
-    """What each shard's Slurm job asks for (``time_min`` in minutes; ``extra``: any sbatch option)."""
-
-    partition: str | None = None
-    time_min: int = 240
-    gpus_per_shard: int | None = None      # None: 1 when the suite has CUDA cases, else 0
-    cpus_per_shard: int | None = None
-    account: str | None = None
-    extra: dict = field(default_factory=dict)
-    setup: list = field(default_factory=list)
-    array_parallelism: int = 256
-
-    def parameters(self, uses_gpu: bool, job_name: str) -> dict:
-        """The parameters given to ``SlurmExecutor.update_parameters`` (names as submitit spells them)."""
-        gpus = (1 if uses_gpu else 0) if self.gpus_per_shard is None else self.gpus_per_shard
-        p = {"job_name": job_name, "time": int(self.time_min), "array_parallelism": self.array_parallelism}
-        if self.partition:
-            p["partition"] = self.partition
-        if gpus:
-            p["gpus_per_node"] = gpus
-        if self.cpus_per_shard:
-            p["cpus_per_task"] = self.cpus_per_shard
-        if self.account:
-            p["account"] = self.account
-        if self.setup:
-            p["setup"] = list(self.setup)
-        if self.extra:
-            p["additional_parameters"] = {k.replace("-", "_"): v for k, v in self.extra.items()}
-        return p
 
 
 @dataclass
@@ -94,7 +63,7 @@ def create(suite, out_root, n: int | None, executor: str, devices=None, gpus: li
     """A new sharded run directory for ``suite`` under ``out_root`` in ``n`` shards (default: one per
     GPU for the local executor when the suite has CUDA cases, else 1); returns it and its manifest.
     With ``replicate`` each shard runs the whole suite (one replica per GPU or node)."""
-    from fffbench.runner import new_run_id
+    from fffbench.session import new_run_id
 
     rows = shard_plan.case_rows(suite, devices)
     if not rows:
@@ -157,7 +126,7 @@ def run_shards(run_dir, manifest: dict, indices: list[int], executor: str, wait:
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
     if executor == "inline":
-        from fffbench.runner import RunAborted
+        from fffbench.session import RunAborted
         from fffbench.shards.worker import run_shard
 
         failures: dict[int, str | None] = {}

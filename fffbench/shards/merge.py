@@ -12,53 +12,51 @@ machines of one run against each other.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from fffbench.store import COLUMNS, RESULTS, SAMPLES, RunStore, read_jsonl
+from fffbench.jsonl import encode, read_lines, write_atomic
+from fffbench.store import COLUMNS, RATIOS, RESULTS, SAMPLES, RunStore
 
 
 def _write_lines(path: Path, objs) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(o, separators=(",", ":")) + "\n" for o in objs)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, "".join(encode(o).decode() for o in objs))
 
 
 def merge(run_dir) -> dict:
-    """Write the shards' rows and samples, one line per row id, to the run's top level; returns a
-    summary (also recorded in run.json under ``merged``). Safe to repeat: it only ever rewrites the
-    merged copies, never a shard's own files."""
+    """Write the shards' rows, samples and ratios to the run's top level; returns a summary (also
+    recorded in run.json under ``merged``). Safe to repeat: it only ever rewrites the merged
+    copies, never a shard's own files. A shard's lines win over earlier merged copies of them."""
     store = RunStore.open(run_dir)
     shards = store.shards()
     if not shards and store.manifest() is None:
         raise FileNotFoundError(f"{run_dir} is not a sharded run (nothing to merge)")
     # keyed by (row id, shard): replicas of a case (--replicate) share its row id
-    rows = {(r["row_id"], r.get("shard")): r for r in read_jsonl(store.path / RESULTS)}
-    samples = {(r["row_id"], r.get("shard")): r["samples"] for r in read_jsonl(store.path / SAMPLES)}
+    rows = {(r["row_id"], r.get("shard")): r for r in read_lines(store.path / RESULTS).objects if "row_id" in r}
+    samples = {(s["row_id"], s.get("shard"), s.get("attempt"), s.get("process")): s
+               for s in read_lines(store.path / SAMPLES).objects if "row_id" in s}
+    ratios = {(r.get("ratio_id"), r.get("shard")): r for r in read_lines(store.path / RATIOS).objects}
     hosts = set()
     for shard in shards:
-        own = shard.samples()
-        for r in shard.rows():
-            key = (r["row_id"], r.get("shard"))
-            rows[key] = {k: r.get(k) for k in COLUMNS}
-            if r["row_id"] in own:
-                samples[key] = own[r["row_id"]]
-            hosts.add(r.get("host"))
-    _write_lines(store.path / SAMPLES, ({"row_id": k[0], "shard": k[1], "samples": v} for k, v in samples.items()
-                                        if k in rows))
+        index = (shard.env().get("shard") or {}).get("index")
+        for r in read_lines(shard.path / RESULTS).objects:
+            if "row_id" in r:
+                rows[(r["row_id"], r.get("shard"))] = {k: r.get(k) for k in COLUMNS}
+                hosts.add(r.get("host"))
+        for s in read_lines(shard.path / SAMPLES).objects:
+            if "row_id" in s:
+                s = s | {"shard": s.get("shard", index)}
+                samples[(s["row_id"], s["shard"], s.get("attempt"), s.get("process"))] = s
+        for r in read_lines(shard.path / RATIOS).objects:
+            ratios[(r.get("ratio_id"), index)] = r | {"shard": index}
+    _write_lines(store.path / SAMPLES, samples.values())
+    _write_lines(store.path / RATIOS, ratios.values())
     _write_lines(store.path / RESULTS, rows.values())
     info = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "rows": len(rows),
             "shards": [s.path.name for s in shards], "hosts": sorted(h for h in hosts if h)}
-    env = store.env()
-    env["merged"] = info
-    store.write_env(env)
+    store.update_env(merged=info)
     return info
 
 

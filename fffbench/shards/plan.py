@@ -1,7 +1,7 @@
 """Splitting a suite into shards, and the manifest that records the split.
 
-A shard is a set of whole cases (every backend and regime of a case stays in one shard, so a case's
-inputs and float64 reference are made once). The split is a pure function of the suite and the
+A shard is a set of whole workloads (every case, backend and regime measured together stays in
+one shard, so their ratios stay paired and a case's float64 reference is needed by one shard). The split is a pure function of the suite and the
 shard count, so it can be recomputed and checked, and it balances each device's work separately:
 every shard gets its share of the GPU cases and of the CPU cases, so GPUs are busy in parallel
 instead of one shard holding all the GPU work. Work is estimated from the timing budget per row
@@ -55,23 +55,32 @@ def estimate_s(suite: Suite, index: int, rows: int) -> float:
     return rows * (t.warmup_s + max(t.budget_s, t.min_reps * call) + call + PER_BATCH_ROW_S * c.batch)
 
 
+def workload(case) -> tuple:
+    """The cases measured together (and compared with each other) share this key: a shard keeps
+    them together, so their ratios stay paired."""
+    return (case.device, case.dtype, case.batch, case.width, case.input, case.seed, case.threads)
+
+
 def partition(suite: Suite, n: int, devices=None) -> list[list[int]]:
-    """Case indices of each of ``n`` shards: per device, longest case first to the least loaded shard
-    (ties: the shard with less work overall, then the lower index). Deterministic. Indices are into
-    the whole suite's cases (``devices`` only leaves cases out), as a shard re-reads the suite file."""
+    """Case indices of each of ``n`` shards: whole workloads (all cases measured together), per
+    device longest first to the least loaded shard (ties: the shard with less work overall, then
+    the lower index). Deterministic. Indices are into the whole suite's cases (``devices`` only
+    leaves cases out), as a shard re-reads the suite file."""
     rows = case_rows(suite, devices)
+    units: dict[tuple, list[int]] = {}
+    for i in sorted(rows):
+        units.setdefault(workload(suite.cases[i]), []).append(i)
     shards: list[list[int]] = [[] for _ in range(n)]
     total = [0.0] * n
     for device in sorted({suite.cases[i].device for i in rows}):
         load = [0.0] * n
-        cases = sorted((i for i in rows if suite.cases[i].device == device),
-                       key=lambda i: (-estimate_s(suite, i, rows[i]), i))
-        for i in cases:
+        mine = [u for k, u in units.items() if k[0] == device]
+        cost = {id(u): sum(estimate_s(suite, i, rows[i]) for i in u) for u in mine}
+        for u in sorted(mine, key=lambda u: (-cost[id(u)], u[0])):
             k = min(range(n), key=lambda j: (load[j], total[j], j))
-            cost = estimate_s(suite, i, rows[i])
-            shards[k].append(i)
-            load[k] += cost
-            total[k] += cost
+            shards[k] += u
+            load[k] += cost[id(u)]
+            total[k] += cost[id(u)]
     return [sorted(s) for s in shards]
 
 

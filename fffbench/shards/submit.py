@@ -21,7 +21,7 @@ import submitit
 from submitit.helpers import Checkpointable
 
 from fffbench.shards import plan as shard_plan
-from fffbench.shards.launch import SlurmOptions
+from fffbench.shards.slurm import SlurmOptions
 from fffbench.shards.worker import run_shard
 
 #: local jobs have no scheduler's limit; submitit's default (2 minutes) would kill long sweeps
@@ -107,10 +107,10 @@ def wait(run_dir, manifest: dict, jobs: dict, progress: bool = True, poll_s: flo
     """Wait for ``jobs`` (shard -> job), showing stored rows of the whole run; returns per shard the
     failure (None: the job returned). On Ctrl-C local jobs are stopped (their rows are kept) and
     Slurm jobs left running; KeyboardInterrupt is raised again."""
-    from fffbench.runner import _progress
+    from fffbench.progress import rows_bar
 
     total = sum(s["rows"] for s in manifest["shards"])
-    bar = _progress(progress)
+    bar = rows_bar(progress)
     try:
         with bar:
             task = bar.add_task(f"{len(jobs)} shard job(s)", total=total)

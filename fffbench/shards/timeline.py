@@ -21,18 +21,31 @@ def device_key(row) -> str:
 
 
 def intervals(df: pd.DataFrame) -> pd.DataFrame:
-    """One line per stored row: host, device key, shard, start, end, seconds, case, backend, regime."""
-    if df.empty:
-        return pd.DataFrame(columns=["host", "device_key", "shard", "start", "end", "seconds", "case_id", "backend",
-                                     "regime", "status"])
-    out = pd.DataFrame({
-        "host": df["host"].fillna("?"), "device_key": [device_key(r) for r in df.to_dict("records")],
-        "shard": df["shard"], "start": pd.to_datetime(df["started_at"], utc=True, format="ISO8601"),
-        "end": pd.to_datetime(df["finished_at"], utc=True, format="ISO8601"),
-        "case_id": df["case_id"], "backend": df["backend"], "regime": df["regime"], "status": df["status"]})
-    out = out.dropna(subset=["start", "end"])
+    """One line per measurement: host, device key, shard, start, end, seconds, case, backend,
+    regime. The timed rows of one group are measured together, interleaved in the same worker
+    processes (:mod:`fffbench.measure`), so they are one measurement and one interval, named by
+    their group and their count of rows."""
+    cols = ["host", "device_key", "shard", "start", "end", "seconds", "case_id", "backend", "regime", "status"]
+    units: dict[tuple, dict] = {}
+    for i, r in enumerate(df.to_dict("records")):
+        start = pd.to_datetime(r.get("started_at"), utc=True, format="ISO8601")
+        end = pd.to_datetime(r.get("finished_at"), utc=True, format="ISO8601")
+        if pd.isna(start) or pd.isna(end):
+            continue
+        group, attempt = r.get("group"), r.get("attempt")
+        together = isinstance(group, str) and isinstance(attempt, str) and r.get("status") == "ok"
+        key = (r.get("host") or "?", device_key(r), r.get("shard"), f"{group}|{attempt}" if together else i)
+        u = units.setdefault(key, {"host": key[0], "device_key": key[1], "shard": r.get("shard"), "start": start,
+                                   "end": end, "case_id": r["case_id"], "backend": r["backend"],
+                                   "regime": r["regime"], "status": r["status"], "n": 0, "group": group})
+        u["start"], u["end"], u["n"] = min(u["start"], start), max(u["end"], end), u["n"] + 1
+        if u["n"] > 1:
+            u["case_id"], u["backend"] = u["group"], f"{u['n']} rows measured together"
+    out = pd.DataFrame(list(units.values()), columns=cols + ["n", "group"])
+    if out.empty:
+        return pd.DataFrame(columns=cols)
     out["seconds"] = (out["end"] - out["start"]).dt.total_seconds()
-    return out.sort_values(["host", "device_key", "start", "end"]).reset_index(drop=True)
+    return out[cols].sort_values(["host", "device_key", "start", "end"]).reset_index(drop=True)
 
 
 def _overlaps(iv: pd.DataFrame) -> list[tuple[dict, dict]]:
@@ -61,13 +74,16 @@ def overlaps(iv: pd.DataFrame) -> list[tuple[dict, dict]]:
 
 
 def device_summary(iv: pd.DataFrame) -> pd.DataFrame:
-    """Per host and device: rows, shards, busy seconds, first start, last end."""
+    """Per host and device: measurements, shards, busy seconds, first start, last end, and the busy
+    fraction: busy seconds over the run's span (its first measurement to its last, on any device)."""
     rows = []
+    span = (iv["end"].max() - iv["start"].min()).total_seconds() if len(iv) else 0.0
     for (host, key), g in iv.groupby(["host", "device_key"], sort=True):
+        busy = g["seconds"].sum()
         rows.append({"host": host, "device": key, "rows": len(g),
                      "shards": ",".join(str(int(s)) for s in sorted(g["shard"].dropna().unique())) or "-",
-                     "busy_s": g["seconds"].sum(), "first": g["start"].min(), "last": g["end"].max(),
-                     "overlaps": len(_overlaps(g))})
+                     "busy_s": busy, "first": g["start"].min(), "last": g["end"].max(),
+                     "busy_frac": busy / span if span else float("nan"), "overlaps": len(_overlaps(g))})
     return pd.DataFrame(rows)
 
 
@@ -89,11 +105,11 @@ def render(df: pd.DataFrame, show_intervals: bool = False, since: str | None = N
     lines = []
     summary = device_summary(iv)
     if len(summary):
-        lines.append("Devices (busy: the sum of the measurement intervals):")
+        lines.append("Devices (busy: the sum of the measurement intervals, and its share of the run's span):")
         for r in summary.to_dict("records"):
-            lines.append(f"  {r['host']} {r['device']}: {r['rows']} rows from shard(s) {r['shards']}, busy "
-                         f"{r['busy_s']:.1f} s between {_t(r['first'])} and {_t(r['last'])} UTC, "
-                         f"{r['overlaps']} overlap(s)")
+            lines.append(f"  {r['host']} {r['device']}: {r['rows']} measurements from shard(s) {r['shards']}, busy "
+                         f"{r['busy_s']:.1f} s ({r['busy_frac']:.0%}) between {_t(r['first'])} and {_t(r['last'])} "
+                         f"UTC, {r['overlaps']} overlap(s)")
     if show_intervals:
         for (host, key), g in iv.groupby(["host", "device_key"], sort=True):
             lines.append(f"Intervals on {host} {key}:")

@@ -1,37 +1,48 @@
-"""Wall-clock timing on the CPU.
+"""Wall-clock samples on the CPU.
 
 ``time.perf_counter`` is wall time. The reference PyTorch script used ``process_time``, which sums
 CPU time over threads and so inflates multi-threaded baselines; fffbench never does that. Thread
-counts are pinned by the runner before this is called.
+counts are pinned by the worker before any kernel is built.
 """
 from __future__ import annotations
 
 import time
 
-from fffbench.timing import Timing, TimingConfig, plan_reps
+from fffbench.timing import REWARM_MAX_S, TimingConfig
+from fffbench.timing.regime import Regime
 
 
-def time_cpu(kernel, x_native, cfg: TimingConfig, first_s: float | None = None) -> Timing:
-    """``first_s``: the duration of a call already made (the correctness gate's), which then
-    serves as the untimed first call; otherwise one is made here."""
-    run = kernel.run
-    if first_s is None:
-        t0 = time.perf_counter()
-        run(x_native)  # first call: JIT, lazy init, page faults; never timed
-        first_s = time.perf_counter() - t0
-    first = first_s
-    per_call, n_warm, t_start = first, 0, time.perf_counter()
-    # one more warm call to estimate the steady state, unless the first alone took over a second
-    while (time.perf_counter() - t_start) < cfg.warmup_s or (n_warm == 0 and first < 1.0):
-        t = time.perf_counter()
-        run(x_native)
-        per_call = time.perf_counter() - t
-        n_warm += 1
-    reps, number = plan_reps(per_call, cfg)
-    samples = []
-    for _ in range(reps):
+class Sampler:
+    """One kernel on the CPU, warmed up and ready to be sampled.
+
+    ``first_s`` is the duration of a call already made (the correctness gate's, or the process's
+    first call), which serves as the untimed first call (JIT, lazy init, page faults).
+    """
+
+    def __init__(self, kernel, x, regime: Regime, cfg: TimingConfig, first_s: float):
+        self.run, self.x = kernel.run, x
+        per_call, n, t_start = first_s, 0, time.perf_counter()
+        # at least one more warm call to estimate the steady state, unless the first took over a second
+        while (time.perf_counter() - t_start) < cfg.warmup_s or (n == 0 and first_s < 1.0):
+            t = time.perf_counter()
+            self.run(x)
+            per_call = time.perf_counter() - t
+            n += 1
+        self.per_call_s = per_call
+
+    def rewarm(self) -> None:
+        if self.per_call_s < REWARM_MAX_S:
+            self.run(self.x)
+
+    def sample(self, number: int) -> float:
+        run, x = self.run, self.x
         t = time.perf_counter()
         for _ in range(number):
-            run(x_native)
-        samples.append((time.perf_counter() - t) / number)
-    return Timing(tuple(samples), number, "wall/warm", "perf_counter")
+            run(x)
+        return (time.perf_counter() - t) / number
+
+    def collect(self, tokens) -> list[float]:
+        return list(tokens)
+
+    def close(self) -> None:
+        self.run = self.x = None

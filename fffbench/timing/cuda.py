@@ -1,11 +1,11 @@
-"""GPU timing with CUDA events.
+"""GPU samples with CUDA events.
 
-One pair of events per sample, recorded on the stream with no host synchronisation inside the
-loop (a sync per call would add launch latency to every sample); one synchronize at the end.
+One pair of events per sample, recorded on the stream with no host synchronisation inside a
+round (a sync per call would add launch latency to every sample); the worker synchronises once
+per round, when it collects the round's samples.
 
-Regimes, recorded in every row:
-- L2 ``warm``: the previous call's data stays in L2 (weights of a few MB usually do);
-  ``flush``: a buffer twice the L2 size is overwritten before every sample, outside the events.
+- L2 ``warm``: the previous call's data stays in L2 (weights of a few MB usually do); ``flush``:
+  a buffer twice the L2 size is overwritten before every sample, outside the events.
 - launch ``eager``: the backend's Python and launches run every call, so host overhead shows when
   the GPU work is shorter than the launch path; ``graph``: ``number`` calls captured once in a
   CUDA graph and replayed, which removes launch gaps (what a serving stack would do).
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import time
 
-from fffbench.timing import Timing, TimingConfig, plan_reps
+from fffbench.timing import REWARM_MAX_S, TimingConfig
+from fffbench.timing.regime import Regime
 
-#: graph replay is skipped for calls slower than this: launch gaps are then noise
+#: graph replay is not measured for calls slower than this: launch gaps are then noise
 GRAPH_MAX_CALL_S = 0.05
 
 
@@ -31,19 +32,16 @@ def l2_bytes() -> int:
     return int(getattr(props, "L2_cache_size", 0) or 64 * 2 ** 20)
 
 
-def _warm(run, x, cfg: TimingConfig) -> float:
-    """Untimed calls (compilation, autotuning, workspace allocation); returns seconds per call."""
+def _warm(run, x, cfg: TimingConfig, first_s: float) -> float:
+    """Untimed calls (compilation, autotuning, workspace allocation); returns seconds per call.
+
+    Synchronised call by call: launches return at once, so an unsynchronised loop would queue a
+    launch queue's worth of calls (about a thousand) within ``warmup_s`` and then wait for all of
+    them, over ten minutes for a kernel of one second."""
     import torch
 
-    t0 = time.perf_counter()
-    run(x)
-    torch.cuda.synchronize()
-    first = time.perf_counter() - t0
-    if first > 1.0:  # a multi-second call: its own time is the estimate, more warm-up is waste
-        return first
-    # synchronised call by call: launches return at once, so an unsynchronised loop would queue
-    # a launch-queue's worth of calls (about a thousand) within warmup_s and then wait for all of
-    # them, over ten minutes for a kernel of one second
+    if first_s > 1.0:  # a multi-second call: its own time is the estimate, more warm-up is waste
+        return first_s
     t_start, n = time.perf_counter(), 0
     while time.perf_counter() - t_start < cfg.warmup_s or n < 3:
         run(x)
@@ -52,41 +50,74 @@ def _warm(run, x, cfg: TimingConfig) -> float:
     return (time.perf_counter() - t_start) / n
 
 
-def time_cuda(kernel, x_native, cfg: TimingConfig, l2: str = "warm", launch: str = "eager") -> Timing:
-    import torch
+class Sampler:
+    """One kernel on the GPU in one regime, warmed up (and captured, for graph replay)."""
 
-    per_call = _warm(kernel.run, x_native, cfg)
-    reps, number = plan_reps(per_call, cfg)
-    if l2 == "flush":
-        number = 1  # a flush between calls averaged together would be inside the sample
-        flush = torch.empty(2 * l2_bytes() // 4, dtype=torch.int32, device="cuda")
-    step = lambda: [kernel.run(x_native) for _ in range(number)]
-    if launch == "graph":
-        if per_call > GRAPH_MAX_CALL_S:
-            raise RegimeNotApplicable(f"graph replay not measured: {per_call * 1e3:.0f} ms per call, launch gaps are noise")
-        graph = torch.cuda.CUDAGraph()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            step()  # warm the side stream's allocator pool before capture
+    def __init__(self, kernel, x, regime: Regime, cfg: TimingConfig, first_s: float):
+        import torch
+
+        self.torch, self.regime = torch, regime
+        self.run, self.x = kernel.run, x
+        self.per_call_s = _warm(kernel.run, x, cfg, first_s)
+        self.flush = (torch.empty(2 * l2_bytes() // 4, dtype=torch.int32, device="cuda")
+                      if regime.l2 == "flush" else None)
+        self.graphs: dict[int, object] = {}
+        if regime.launch == "graph" and self.per_call_s > GRAPH_MAX_CALL_S:
+            raise RegimeNotApplicable(f"graph replay not measured: {self.per_call_s * 1e3:.0f} ms per call, "
+                                      "launch gaps are noise")
+
+    def _graph(self, number: int):
+        """``number`` calls captured once into a graph (captured on first use per ``number``)."""
+        torch = self.torch
+        if number not in self.graphs:
+            graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(number):  # warm the side stream's allocator pool before capture
+                    self.run(self.x)
+                torch.cuda.synchronize()
+                try:
+                    with torch.cuda.graph(graph, stream=stream):
+                        for _ in range(number):
+                            self.run(self.x)
+                except Exception as e:
+                    raise RegimeNotApplicable(f"CUDA graph capture failed: {type(e).__name__}: {e}") from None
+            torch.cuda.current_stream().wait_stream(stream)
+            graph.replay()
             torch.cuda.synchronize()
-            try:
-                with torch.cuda.graph(graph, stream=stream):
-                    step()
-            except Exception as e:
-                raise RegimeNotApplicable(f"CUDA graph capture failed: {type(e).__name__}: {e}") from None
-        torch.cuda.current_stream().wait_stream(stream)
-        step = graph.replay
-        step()
-        torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for i in range(reps):
-        if l2 == "flush":
-            flush.zero_()
-        starts[i].record()
-        step()
-        ends[i].record()
-    torch.cuda.synchronize()
-    samples = tuple(s.elapsed_time(e) / 1e3 / number for s, e in zip(starts, ends))
-    return Timing(samples, number, f"cuda-events/{l2}-l2/{launch}", "cuda-event")
+            self.graphs[number] = graph
+        return self.graphs[number]
+
+    def prepare(self, number: int) -> None:
+        """Capture the graph of ``number`` calls now, outside any round."""
+        if self.regime.launch == "graph":
+            self._graph(number)
+
+    def rewarm(self) -> None:
+        if self.per_call_s < REWARM_MAX_S and self.flush is None:
+            self.run(self.x)
+
+    def sample(self, number: int):
+        torch = self.torch
+        if self.flush is not None:
+            number = 1  # a flush between calls averaged together would be inside the sample
+            self.flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        if self.regime.launch == "graph":
+            graph = self._graph(number)
+            start.record()
+            graph.replay()
+        else:
+            start.record()
+            for _ in range(number):
+                self.run(self.x)
+        end.record()
+        return start, end, number
+
+    def collect(self, tokens) -> list[float]:
+        self.torch.cuda.synchronize()
+        return [s.elapsed_time(e) / 1e3 / n for s, e, n in tokens]
+
+    def close(self) -> None:
+        self.graphs.clear()
+        self.run = self.x = self.flush = None

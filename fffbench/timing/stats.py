@@ -1,8 +1,18 @@
-"""Summary statistics of timing samples.
+"""Summary statistics of timing samples, within and between worker processes.
 
-Medians, not means, are the headline: timing noise is one-sided (interrupts, frequency dips only
-ever add time). The interval of the median is distribution-free (binomial order statistics), so it
-holds for the skewed, multi-modal samples real machines produce.
+Within a process, medians, not means: timing noise is one-sided (interrupts and frequency dips
+only ever add time), and the interval of a median is distribution-free (binomial order
+statistics). Between processes the unit of replication is the process: each contributes the
+median of its own samples, and the row's value is the geometric mean of those medians, with a
+Student-t interval on their logarithms. That interval is honest at small counts (with three
+processes t is 4.3, not 1.96) and grows with the spread between processes, which is where most of
+the run-to-run variance of a timing lives. With a single process (and in runs stored before
+worker processes), the within-process order-statistic interval is used, as before.
+
+Ratios of two rows measured in the same processes are *paired*: each round of a process times
+both rows back to back, so a round gives one ratio; a process's ratio is the median of its
+rounds', and the ratio's interval is the same t interval over processes (over rounds for one
+process).
 """
 from __future__ import annotations
 
@@ -10,7 +20,7 @@ import math
 
 import numpy as np
 
-#: a row is flagged noisy when its 95% interval of the median is wider than this share of the median
+#: a row is flagged noisy when its 95% interval is wider than this share of its median
 NOISE_THRESHOLD = 0.10
 
 
@@ -27,21 +37,96 @@ def median_ci(samples, confidence: float = 0.95) -> tuple[float, float]:
     return float(s[lo]), float(s[hi])
 
 
-def summarize(samples) -> dict:
-    """median, IQR, min, mean, std, n, the median's 95% interval and the noise flag."""
-    s = np.asarray(samples, dtype=float)
-    if s.size == 0:
-        return {k: math.nan for k in ("median_s", "iqr_s", "min_s", "mean_s", "std_s", "ci_low_s", "ci_high_s")} | {
-            "n_samples": 0, "noisy": False}
-    q1, med, q3 = np.percentile(s, [25, 50, 75])
-    lo, hi = median_ci(s)
-    return {"median_s": float(med), "iqr_s": float(q3 - q1), "min_s": float(s.min()), "mean_s": float(s.mean()),
-            "std_s": float(s.std(ddof=1)) if s.size > 1 else 0.0, "ci_low_s": lo, "ci_high_s": hi,
-            "n_samples": int(s.size), "noisy": bool((hi - lo) > NOISE_THRESHOLD * med)}
+def t_quantile(p: float, df: float) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(p, df))
+
+
+def log_t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(geometric mean, low, high): a Student-t interval of the mean of ``log(values)``."""
+    v = np.log(np.asarray([x for x in values if x > 0 and math.isfinite(x)], dtype=float))
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    m = float(v.mean())
+    if v.size == 1:
+        return math.exp(m), math.nan, math.nan
+    half = t_quantile(0.5 + confidence / 2, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    return math.exp(m), math.exp(m - half), math.exp(m + half)
+
+
+def _empty() -> dict:
+    return {k: math.nan for k in ("median_s", "iqr_s", "min_s", "mean_s", "std_s", "ci_low_s", "ci_high_s",
+                                  "between_cv")} | {"n_samples": 0, "n_processes": 0, "noisy": False}
+
+
+def summarize(samples, processes=None) -> dict:
+    """median, IQR, min, mean, std, n, the 95% interval, the noise flag, and across processes their
+    count and spread (``between_cv``: the standard deviation of the log process medians).
+
+    ``samples`` is one list of seconds, or with ``processes`` omitted a list of per-process lists.
+    """
+    groups = [list(g) for g in samples] if processes is None and samples and isinstance(samples[0], (list, tuple)) \
+        else [list(samples)]
+    groups = [g for g in groups if g]
+    if not groups:
+        return _empty()
+    pooled = np.asarray([x for g in groups for x in g], dtype=float)
+    q1, q3 = np.percentile(pooled, [25, 75])
+    out = {"iqr_s": float(q3 - q1), "min_s": float(pooled.min()), "mean_s": float(pooled.mean()),
+           "std_s": float(pooled.std(ddof=1)) if pooled.size > 1 else 0.0, "n_samples": int(pooled.size),
+           "n_processes": len(groups)}
+    if len(groups) == 1:
+        med = float(np.median(pooled))
+        lo, hi = median_ci(pooled)
+        out |= {"median_s": med, "ci_low_s": lo, "ci_high_s": hi, "between_cv": math.nan}
+    else:
+        medians = [float(np.median(g)) for g in groups]
+        med, lo, hi = log_t_interval(medians)
+        out |= {"median_s": med, "ci_low_s": lo, "ci_high_s": hi,
+                "between_cv": float(np.std(np.log(medians), ddof=1))}
+    out["noisy"] = bool(math.isfinite(out["ci_high_s"]) and (out["ci_high_s"] - out["ci_low_s"]) >
+                        NOISE_THRESHOLD * out["median_s"])
+    return out
+
+
+def round_medians(samples, rounds) -> dict[int, float]:
+    """Median of each round's samples (``rounds[i]`` is the round of ``samples[i]``)."""
+    by: dict[int, list[float]] = {}
+    for s, r in zip(samples, rounds):
+        by.setdefault(int(r), []).append(s)
+    return {r: float(np.median(v)) for r, v in by.items()}
+
+
+def paired_ratio(num: dict, den: dict, confidence: float = 0.95) -> dict:
+    """The ratio ``num / den`` of two rows timed in the same rounds of the same processes.
+
+    ``num`` and ``den`` map a process id to ``(samples, rounds)``. Per process, the ratio of each
+    round's medians, then the median over its rounds; the estimate is the geometric mean over
+    processes with a t interval (over rounds when there is one process). Returns the ratio, its
+    interval, the pairs and processes it used, and each process's ratio.
+    """
+    per_process, all_pairs = {}, []
+    for p in sorted(set(num) & set(den), key=str):
+        a, b = round_medians(*num[p]), round_medians(*den[p])
+        pairs = [a[r] / b[r] for r in sorted(set(a) & set(b)) if b[r] > 0]
+        if pairs:
+            per_process[p] = float(np.median(pairs))
+            all_pairs.append(pairs)
+    n_pairs = sum(len(p) for p in all_pairs)
+    if not per_process:
+        return {"ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n_pairs": 0, "n_processes": 0,
+                "per_process": {}}
+    values = list(per_process.values()) if len(per_process) > 1 else all_pairs[0]
+    r, lo, hi = log_t_interval(values, confidence)
+    return {"ratio": r, "ci_low": lo, "ci_high": hi, "n_pairs": n_pairs, "n_processes": len(per_process),
+            "per_process": per_process}
 
 
 def ratio_ci(num, den, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Ratio of medians ``median(num) / median(den)`` with a percentile-bootstrap interval."""
+    """Ratio of medians ``median(num) / median(den)`` of two independently timed sample sets, with a
+    percentile-bootstrap interval: the estimate for rows that were not paired (runs stored before
+    worker processes, or rows of different groups)."""
     a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
     if a.size == 0 or b.size == 0:
         return math.nan, math.nan, math.nan
@@ -51,3 +136,31 @@ def ratio_ci(num, den, n_boot: int = 2000, confidence: float = 0.95, seed: int =
     alpha = (1 - confidence) / 2
     boots = ma / mb
     return float(np.median(a) / np.median(b)), float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha))
+
+
+def log_ratio_test(base, other) -> dict:
+    """Welch's t on the logarithms of two independent sets of timings (samples, or per-process
+    medians): the ratio of their geometric means, its standard error on the log scale and the
+    degrees of freedom. Unlike a rank test it has power at three values a side (a rank test's
+    smallest one-sided p with 3 and 3 values is 0.05), and timings are close to log-normal."""
+    a = np.log(np.asarray([x for x in base if x > 0], dtype=float))
+    b = np.log(np.asarray([x for x in other if x > 0], dtype=float))
+    if a.size < 2 or b.size < 2:
+        return {"log_ratio": float(b.mean() - a.mean()) if a.size and b.size else math.nan, "se": math.nan,
+                "df": math.nan}
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / ((va ** 2 / (a.size - 1) if a.size > 1 else 0) + (vb ** 2 / (b.size - 1))) if se > 0 \
+        else float(a.size + b.size - 2)
+    return {"log_ratio": float(b.mean() - a.mean()), "se": se, "df": df}
+
+
+def p_greater(test: dict, factor: float) -> float:
+    """One-sided p of ``other > factor x base`` from :func:`log_ratio_test` (NaN when it cannot tell)."""
+    from scipy.stats import t
+
+    if not math.isfinite(test["se"]):
+        return math.nan
+    if test["se"] == 0:
+        return 0.0 if test["log_ratio"] > math.log(factor) else 1.0
+    return float(t.sf((test["log_ratio"] - math.log(factor)) / test["se"], test["df"]))

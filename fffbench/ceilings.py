@@ -1,0 +1,96 @@
+"""Measured ceilings: copy bandwidth and GEMM rate of each device a run uses.
+
+Datasheet numbers are not used: each run measures its own ceilings at its own thread count, on
+each device it uses, at its start and again at its end, and stores both in run.json (``ceilings``
+and ``ceilings_end``): a machine that slowed down or sped up during a run (another tenant came or
+went, clocks changed) shows as two different ceilings, and a row faster than a ceiling is flagged
+by the report instead of passing silently. :mod:`fffbench.roofline` turns them into limits.
+"""
+from __future__ import annotations
+
+import time
+
+from fffbench.env import pinned_threads
+from fffbench.timing.stats import summarize
+
+
+def _tdtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _median_time(fn, sync=lambda: None, reps: int = 5, warm: int = 2) -> float:
+    for _ in range(warm):
+        fn()
+    sync()
+    samples = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        samples.append(time.perf_counter() - t)
+    return summarize(samples)["median_s"]
+
+
+def cpu_ceilings(threads: int, dtypes=("float32",), copy_mib: int = 256, gemm_n: int = 1536) -> dict:
+    """Copy bandwidth (bytes read + written per second) and GEMM rate at ``threads`` threads.
+
+    The copy is several times any CPU's last-level cache; torch's copy is multi-threaded, numpy's
+    is not, so torch is used."""
+    import torch
+
+    out = {"threads": threads, "gemm_gflops": {}}
+    with pinned_threads(threads):
+        n = copy_mib * 2 ** 20 // 4
+        src, dst = torch.ones(n), torch.empty(n)
+        t = _median_time(lambda: dst.copy_(src))
+        out["copy_gbps"] = 2 * n * 4 / t / 1e9
+        for dt in dtypes:
+            a = torch.randn(gemm_n, gemm_n).to(_tdtype(dt))
+            b = torch.randn(gemm_n, gemm_n).to(_tdtype(dt))
+            t = _median_time(lambda a=a, b=b: torch.mm(a, b), reps=3, warm=1)
+            out["gemm_gflops"][dt] = 2 * gemm_n ** 3 / t / 1e9
+    return out
+
+
+def cuda_ceilings(dtypes=("float32",), copy_gib: float = 2.0, gemm_n: int = 8192) -> dict:
+    """Device-to-device copy bandwidth and cuBLAS GEMM rate per dtype (plus TF32 for float32)."""
+    import torch
+
+    sync = torch.cuda.synchronize
+    n = int(copy_gib * 2 ** 30) // 4
+    src, dst = torch.ones(n, device="cuda"), torch.empty(n, device="cuda")
+    out = {"copy_gbps": 2 * n * 4 / _median_time(lambda s=src, d=dst: d.copy_(s), sync, reps=10) / 1e9,
+           "gemm_gflops": {}}
+    del src, dst  # free the 4 GB before the GEMM operands
+    for dt in dtypes:
+        a = torch.randn(gemm_n, gemm_n, device="cuda").to(_tdtype(dt))
+        b = torch.randn(gemm_n, gemm_n, device="cuda").to(_tdtype(dt))
+        modes = [(dt, False)] + ([("tfloat32", True)] if dt == "float32" else [])
+        for name, tf32 in modes:
+            prev = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            try:
+                out["gemm_gflops"][name] = 2 * gemm_n ** 3 / _median_time(lambda a=a, b=b: torch.mm(a, b), sync) / 1e9
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = prev
+    torch.cuda.empty_cache()
+    return out
+
+
+def measure(devices, dtypes, threads: int) -> dict:
+    """Ceilings of every available device in ``devices``; a failure is recorded, never raised."""
+    out = {}
+    for dev in sorted(set(devices)):
+        try:
+            if dev == "cpu":
+                out["cpu"] = cpu_ceilings(threads, tuple(sorted(set(dtypes))))
+            elif dev == "cuda":
+                import torch
+
+                if torch.cuda.is_available():
+                    out["cuda"] = cuda_ceilings(tuple(sorted(set(dtypes))))
+        except Exception as e:  # a ceiling we cannot measure leaves the limit blank
+            out[dev] = {"error": f"{type(e).__name__}: {e}"}
+    return out

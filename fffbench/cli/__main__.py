@@ -1,0 +1,4 @@
+"""``python -m fffbench.cli``: the ``fffbench`` command."""
+from fffbench.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""The ``fffbench`` typer app, and how every command reports a failure: one line, an exit code.
+
+Exit codes: 0 all rows ok or skipped; 1 the run finished but some rows are wrong or errored, or it
+stopped on an I/O failure (the line says how to resume); 2 bad input (suite, paths, options);
+130 interrupted (finished rows are kept: resume the run).
+"""
+from __future__ import annotations
+
+import errno
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"max_content_width": 100},
+                  help="Honest benchmarks of fast feedforward (FFF) layers against dense FF baselines.")
+
+#: OS errors that mean "this path cannot be used" (bad input, exit 2) rather than an I/O failure
+BAD_PATH = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS,
+            errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def fail(msg: str, code: int = 2):
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def os_error(e: OSError, what: str = "") -> str:
+    """``path: reason`` of an OSError, in one line."""
+    path = e.filename or what
+    return f"{path}: {e.strerror or e}" if path else str(e.strerror or e)
+
+
+def fail_os(e: OSError, what: str = ""):
+    """Exit 2 for a path that cannot be used, 1 for an I/O failure (a full disk, a device error)."""
+    fail(os_error(e, what), 2 if e.errno in BAD_PATH else 1)
+
+
+def version_callback(value: bool):
+    if value:
+        from fffbench import __version__
+
+        typer.echo(f"fffbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Honest benchmarks of fast feedforward (FFF) layers against dense FF baselines."""

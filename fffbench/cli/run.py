@@ -1,0 +1,169 @@
+"""``fffbench run``: run a suite in this process, or sharded over processes or Slurm jobs, and
+end with the same summary either way."""
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+import typer
+
+from fffbench.cli.app import app, fail, fail_os
+from fffbench.shards.launch import EXECUTORS
+from fffbench.vocab import DEVICES
+
+Device = enum.Enum("Device", [(d, d) for d in DEVICES], type=str)
+Executor = enum.Enum("Executor", [(e, e) for e in EXECUTORS], type=str)
+_SHARDS = "Sharding (--executor local or slurm)"
+
+
+def _value(v):
+    return None if v is None else v.value
+
+
+def conclude(store, suite, summary: bool, df=None, extra_failed: list[str] = ()) -> None:
+    """The end of every run: the summary tables, the counts, the failures, what to run next."""
+    from fffbench.console import print_summary
+    from fffbench.vocab import plural
+
+    df = store.frame(samples=True) if df is None else df
+    if summary and len(df):
+        print_summary(df, suite.comparisons, store.env().get("machine", "?"))
+    counts = ", ".join(f"{n} {k}" for k, n in df["status"].value_counts().items()) if len(df) else "no rows"
+    typer.echo(f"results: {store.path} ({plural(len(df), 'row')}: {counts})")
+    problems = store.problems()
+    for p in problems[:10]:
+        typer.echo(f"  unreadable: {p}", err=True)
+    if len(problems) > 10:
+        typer.echo(f"  ... and {len(problems) - 10} more unreadable lines", err=True)
+    failed = df[df["status"].isin(["wrong", "error"])] if len(df) else df
+    for _, r in failed.iterrows():
+        typer.echo(f"  {r['status']}: {r['backend']} on {r['case_id']}: {r['reason']}", err=True)
+    for line in extra_failed:
+        typer.echo(line, err=True)
+    typer.echo(f"next: fffbench report {store.path}")
+    if len(failed) or extra_failed:
+        raise typer.Exit(1)
+
+
+@app.command(epilog="Examples:\n\n  fffbench run suites/paper.yaml\n\n"
+                    "  fffbench run suites/quick.yaml --out /tmp/results\n\n"
+                    "  fffbench run --resume results/paper-20261128-101500-myhost\n\n"
+                    "  fffbench run suites/scaling.yaml --executor local --shards 2   # one process per GPU\n\n"
+                    "  fffbench run suites/scaling.yaml --executor slurm --shards 8 --slurm-partition gpu\n\n"
+                    "  fffbench run --resume results/<run-id> --shard 1 --executor local   # one failed shard")
+def run(suite: Path | None = typer.Argument(None, help="Suite YAML file (optional with --resume)."),
+        out: Path = typer.Option(Path("results"), help="Folder that receives the run directory."),
+        resume: Path | None = typer.Option(None, help="Finish an interrupted run directory; done rows are kept. "
+                                                         "For a sharded run: its unfinished shards."),
+        device: list[Device] | None = typer.Option(None, help="Run only the cases on this device (repeatable)."),
+        progress: bool = typer.Option(True, help="Show progress (a bar on a terminal, a line per row elsewhere)."),
+        summary: bool = typer.Option(True, help="Print the tables at the end."),
+        max_cases: int = typer.Option(100_000, min=1, help="Refuse sweeps with more cases than this."),
+        executor: Executor | None = typer.Option(
+            None, rich_help_panel=_SHARDS, help="inline (default: this process), local (one process per shard on "
+                                                "this host, shard k on GPU k mod GPUs) or slurm (one job per shard). "
+                                                "With --resume of a sharded run: the run's own executor."),
+        shards: int | None = typer.Option(None, min=1, rich_help_panel=_SHARDS,
+                                             help="Number of shards (default: local, one per GPU; slurm, 1)."),
+        replicate: bool = typer.Option(False, "--replicate", rich_help_panel=_SHARDS,
+                                       help="Every shard runs every case (one replica per GPU or node), to compare "
+                                            "machines: report and compare show each replica as a machine."),
+        shard: list[int] | None = typer.Option(None, rich_help_panel=_SHARDS,
+                                                  help="With --resume: re-run only this shard (repeatable)."),
+        gpus: str | None = typer.Option(None, rich_help_panel=_SHARDS,
+                                           help="local: GPU indices to spread shards over, e.g. 0,1 (default: "
+                                                "CUDA_VISIBLE_DEVICES, else every GPU)."),
+        wait: bool = typer.Option(True, rich_help_panel=_SHARDS,
+                                  help="Wait for the shards, merge and summarise (--no-wait: submit and return)."),
+        slurm_partition: str | None = typer.Option(None, rich_help_panel=_SHARDS, help="Slurm partition."),
+        slurm_time: int | None = typer.Option(None, min=1, rich_help_panel=_SHARDS,
+                                                 help="Time limit per shard, minutes (default 240)."),
+        slurm_gpus_per_shard: int | None = typer.Option(
+            None, min=0, rich_help_panel=_SHARDS, help="GPUs per shard job (default: 1 if the suite has CUDA cases)."),
+        slurm_cpus_per_shard: int | None = typer.Option(
+            None, min=1, rich_help_panel=_SHARDS, help="CPUs per shard job (threads: all means these)."),
+        slurm_account: str | None = typer.Option(None, rich_help_panel=_SHARDS, help="Slurm account."),
+        slurm_extra: list[str] | None = typer.Option(
+            None, metavar="KEY=VALUE", rich_help_panel=_SHARDS,
+            help="Any other sbatch option, e.g. constraint=h100 or mem=64G (repeatable)."),
+        slurm_setup: list[str] | None = typer.Option(
+            None, metavar="COMMAND", rich_help_panel=_SHARDS,
+            help="Shell line run before each shard, e.g. 'source .venv/bin/activate' (repeatable).")):
+    """Run a suite: check every backend against the float64 reference, time the correct ones in fresh
+    worker processes, store every row.
+
+    With --executor local or slurm the cases are split into shards run in parallel (through submitit),
+    each holding its device for every measurement, and stored as one run."""
+    from fffbench.store import MANIFEST
+
+    devices = sorted({d.value for d in device}) if device else None
+    if suite is None and resume is None:
+        fail("give a SUITE file, or --resume RUN_DIR")
+    ex = _value(executor)
+    sharded = resume is not None and (resume / MANIFEST).exists()
+    if ex in ("local", "slurm") or sharded:
+        from fffbench.cli.shards import run_sharded, slurm_options
+
+        slurm = slurm_options(slurm_partition, slurm_time, slurm_gpus_per_shard, slurm_cpus_per_shard,
+                              slurm_account, slurm_extra, slurm_setup)
+        run_sharded(suite, out, resume, devices, ex, shards, shard or None, gpus, slurm, wait, progress, summary,
+                    replicate, max_cases)
+        return
+    if shards not in (None, 1) or shard or replicate:
+        fail("--shards, --shard and --replicate need --executor local or slurm (or --resume of a sharded run)")
+    run_inline(suite, out, resume, devices, progress, summary, max_cases)
+
+
+def load_checked(suite, resume, devices, max_cases):
+    """The suite to run (a resumed run's own copy), refusing a device filter that leaves nothing."""
+    from fffbench.store import SUITE_COPY
+    from fffbench.suite import SuiteError, load_suite
+
+    try:
+        s = load_suite(suite if suite is not None else resume / SUITE_COPY, max_cases=max_cases)
+    except SuiteError as e:
+        fail(str(e))
+    if devices and not any(c.device in devices for c in s.cases):
+        fail(f"{s.path} has no case on {', '.join(devices)} (its cases run on "
+             f"{', '.join(sorted({c.device for c in s.cases}))})")
+    return s
+
+
+def run_inline(suite, out, resume, devices, progress: bool, summary: bool, max_cases: int) -> None:
+    from fffbench.progress import Progress
+    from fffbench.session import RunAborted, RunInterrupted, measure_run, open_run
+    from fffbench.store import RunStore, StoreError
+    from fffbench.suite import SuiteError
+
+    try:
+        if resume is not None:
+            shard_of = RunStore.open(resume).env().get("shard")
+            if shard_of:  # its suite.yaml is the whole suite: resuming the directory alone would run every case
+                fail(f"{resume} is shard {shard_of.get('index')} of a sharded run; re-run it with: fffbench run "
+                     f"--resume {resume.resolve().parent.parent} --shard {shard_of.get('index')}")
+        s = load_checked(suite, resume, devices, max_cases)
+        store, s = open_run(s, out, resume, devices)
+    except (SuiteError, StoreError, FileNotFoundError) as e:
+        fail(str(e))
+    except OSError as e:
+        fail_os(e, str(out))
+    typer.echo(f"run directory: {store.path}")
+    bar = Progress(enabled=progress)
+    try:
+        measure_run(store, s, progress=bar)
+    except StoreError as e:
+        fail(str(e))
+    except RunInterrupted as e:
+        bar.close()
+        typer.echo(f"\n{e}; finish it with: fffbench run --resume {e.store.path}", err=True)
+        raise typer.Exit(130) from None
+    except RunAborted as e:
+        bar.close()
+        typer.echo(f"\nerror: {e}; finish it with: fffbench run --resume {e.store.path}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        bar.close()
+    try:
+        conclude(store, s, summary)
+    except OSError as e:
+        fail_os(e)
