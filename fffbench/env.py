@@ -42,12 +42,9 @@ def pin_threads(n: int) -> None:
     from threadpoolctl import threadpool_limits
 
     _PINNED.append(threadpool_limits(limits=n))  # kept referenced: the limits hold while it lives
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # not imported here: a process without torch backends never pays for it
+    if torch is not None:
         torch.set_num_threads(n)
-    except ImportError:
-        pass
 
 
 @contextlib.contextmanager

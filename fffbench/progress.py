@@ -70,8 +70,8 @@ class Progress:
         return (time.time() - self.t0) / self.n * (self.total - self.n)
 
     def note(self, text: str) -> None:
-        if self.enabled:
-            self._line(f"note: {text}")
+        """Said even without progress: e.g. what resuming cut off a torn file."""
+        self._line(f"note: {text}")
 
     def block(self, ev: dict) -> None:
         if self.bar is not None:

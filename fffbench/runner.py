@@ -115,8 +115,8 @@ class Runner:
         for i, t in enumerate(tasks):
             row = base_row(t, self.store.run_id, self.suite.name, self.host, threads) | tags
             reason = get_backend(t.backend).unavailable_reason(device, t.case.dtype)
-            if reason:
-                self._store(row | {"status": "skipped", "reason": reason, "started_at": utc_now()})
+            if reason:  # never ran: no measurement interval (started_at stays empty)
+                self._store(row | {"status": "skipped", "reason": reason})
                 continue
             members.append(Member(t, f"m{i}", row))
         if not members:

@@ -90,6 +90,8 @@ def run(task: dict, emit) -> None:
             if wkey not in weights:
                 weights[wkey] = weights_of(case)
             kernel = backend.build(case.layer, weights[wkey], device=case.device, dtype=case.dtype, threads=threads)
+            if "torch" in sys.modules:  # a torch backend: its intra-op pool follows the case too
+                sys.modules["torch"].set_num_threads(threads)
             xn = kernel.prepare(x)
             emit("begin", key=key, phase="first call")
             t0 = time.perf_counter()

@@ -2,14 +2,16 @@
 written through the real store, for the report and plot tests.
 
 This machine has no GPU and cannot time the paper's shapes in a test's budget, so the rows here are
-made up: every level of both devices, a wrong row, a skipped row, a CUDA-graph regime, measured
-ceilings for both devices. Samples are drawn around chosen medians (roughly the brief's anchors),
+made up (under the real backends' names, as the paper's figures are defined by backend): every
+level of both devices, a wrong row, a skipped row, a CUDA-graph regime, measured ceilings for
+both devices, and the paper suite's declared comparisons in run.json. Samples are drawn around chosen medians (roughly the brief's anchors),
 so the tests can check that each table and figure shows exactly the ratios of the stored samples,
 in the right cell, with the paper's figure where (and only where) it belongs.
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,15 +20,16 @@ from fffbench.layers import FF, FFF
 from fffbench.store import RunStore
 from fffbench.timing.stats import summarize
 
+ROOT = Path(__file__).resolve().parent.parent
 MACHINE = "Synthetic Xeon (2 cores) + Synthetic H200"
 CEILINGS = {"cpu": {"threads": 2, "copy_gbps": 21.4, "gemm_gflops": {"float32": 209.0}},
             "cuda": {"copy_gbps": 4270.0, "gemm_gflops": {"float32": 51000.0, "tfloat32": 364000.0}}}
 
 #: (backend, family, device, level) -> median seconds at B = 16384 for FF H = 4095 (FF) or FFF 1x11
 BACKENDS = {
-    ("syn-ff-l1", "ff", "cpu", "cpu-l1"): 10.0, ("syn-fff-l1", "fff", "cpu", "cpu-l1"): 0.135,
-    ("syn-ff-l2", "ff", "cpu", "cpu-l2"): 6.0, ("syn-fff-l2", "fff", "cpu", "cpu-l2"): 0.30,
-    ("ff-dense", "ff", "cpu", "cpu-l3"): 1.30,
+    ("ff-c-l1", "ff", "cpu", "cpu-l1"): 10.0, ("fff-c-l1", "fff", "cpu", "cpu-l1"): 0.135,
+    ("ff-c-l2", "ff", "cpu", "cpu-l2"): 6.0, ("fff-c-l2", "fff", "cpu", "cpu-l2"): 0.30,
+    ("ff-dense", "ff", "cpu", "cpu-l3"): 1.30, ("ff-c-l3", "ff", "cpu", "cpu-l3"): 1.10,
     ("ff-bmm", "ff", "cpu", "pytorch-bmm"): 3.0, ("fff-bmm", "fff", "cpu", "pytorch-bmm"): 0.97,
     ("fff-gather", "fff", "cpu", "optimized"): 0.20,
     ("ff-dense", "ff", "cuda", "gpu-native"): 4.27e-3,
@@ -51,6 +54,9 @@ def make_run(root, name: str = "synthetic", batches=(1024, 16384), hiddens=(3072
            "versions": {"python": "3", "torch": "0"}, "git": {"commit": "0" * 40, "dirty": False}, "argv": ["test"]}
     if ceilings is not None:
         env["ceilings"] = ceilings
+    from fffbench.suite import load_suite
+
+    env["comparisons"] = [c.to_dict() for c in load_suite(ROOT / "suites" / "paper.yaml").comparisons]
     suite = SimpleNamespace(text="name: synthetic\n", name="synthetic", path="synthetic.yaml", sha256="0" * 64)
     store = RunStore.create(root, name, env, suite)
     rng = np.random.default_rng(seed)

@@ -16,9 +16,11 @@ import synthetic
 from typer.testing import CliRunner
 
 import fffbench as fb
-from fffbench import render
+from fffbench import formats, paper, render
 from fffbench import report as R
+from fffbench import rowtables as T
 from fffbench.cli import app
+from fffbench.runs import load
 
 DATA = Path(__file__).parent / "data"
 MINI = DATA / "mini"
@@ -26,7 +28,7 @@ MINI = DATA / "mini"
 
 @pytest.fixture(scope="module")
 def mini():
-    return R.load(MINI)
+    return load(MINI)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def syn_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def syn(syn_dir):
-    return R.load(syn_dir)
+    return load(syn_dir)
 
 
 def med_ratio(a, b):
@@ -114,7 +116,7 @@ def test_best_table_and_geomean(mini, mini_rows):
 
 
 def test_absolute_table_against_ceilings(mini, mini_rows):
-    t = R.absolute_table(mini)
+    t = T.absolute_table(mini)
     env = json.loads((MINI / "run.json").read_text())
     bw, gemm = env["ceilings"]["cpu"]["copy_gbps"], env["ceilings"]["cpu"]["gemm_gflops"]["float32"]
     assert len(t) == len(mini_rows)
@@ -125,7 +127,7 @@ def test_absolute_table_against_ceilings(mini, mini_rows):
         assert r.gemm_frac == pytest.approx(s.flops / np.median(s.samples) / 1e9 / gemm)
         floor = max(s.flops / (gemm * 1e9), s.bytes / (bw * 1e9))
         assert r.floor_ms == pytest.approx(floor * 1e3) and r.x_floor == pytest.approx(s.median_s / floor)
-    un = R.untimed_table(mini)
+    un = T.untimed_table(mini)
     assert set(un.device) == {"cuda"} and set(un.status) == {"skipped"} and un.rows.sum() == 24
 
 
@@ -139,8 +141,8 @@ def cell(lv, **kw):
     return sel.iloc[0]
 
 
-def test_paper_figures_sit_in_their_cells_only(syn):
-    rows = fb.load_run(syn.envs["synthetic"]["_path"], samples=True)
+def test_paper_figures_sit_in_their_definition_cells_only(syn):
+    rows = fb.load_run(syn.paths["synthetic"], samples=True)
     lv = R.level_table(syn)
     eager = lv[lv.launch == "eager"]
     fff, big = "FFF 1x11", 16384
@@ -149,20 +151,47 @@ def test_paper_figures_sit_in_their_cells_only(syn):
         return stored(rows, backend=backend, device=device, batch=big, regime=kw.pop(
             "regime", "wall/warm" if device == "cpu" else "cuda-events/warm-l2/eager"), **kw).iloc[0].samples
 
-    c = cell(eager, batch=big, baseline_hidden=4095, config=fff, level="cpu-l3")
-    assert c.paper == 78 and not c.paper_secondary and c.vs == "best FFF" and c.fff_backend == "syn-fff-l1"
-    assert c.speedup == pytest.approx(med_ratio(s("ff-dense", "cpu", hidden=4095), s("syn-fff-l1", "cpu")))
+    c = cell(eager, batch=big, baseline_hidden=4095, config=fff, level="cpu-l3")  # ff-c-l3 vs the fastest FFF
+    assert c.paper == 78 and not c.paper_secondary and c.vs == "best FFF" and c.fff_backend == "fff-c-l1"
+    assert c.ff_backend == "ff-c-l3"
+    assert c.speedup == pytest.approx(med_ratio(s("ff-c-l3", "cpu", hidden=4095), s("fff-c-l1", "cpu")))
     c = cell(eager, batch=big, baseline_hidden=3072, config=fff, device="cuda", level="pytorch-bmm")
     assert c.paper == 40 and c.speedup == pytest.approx(med_ratio(s("ff-bmm", "cuda", hidden=3072),
                                                                   s("fff-bmm", "cuda")))
     assert cell(eager, batch=big, baseline_hidden=4095, config=fff, level="cpu-l2")[["paper", "paper_secondary"]].tolist() \
         == [255, True]
     assert cell(eager, batch=big, baseline_hidden=3072, config=fff, level="naive-cuda").paper_secondary
-    assert cell(eager, batch=big, baseline_hidden=4095, config=fff, level="cpu-l1").paper_limit == 341
-    # nowhere else: other batch, other baseline, FF rows, the graph regime
+    # nowhere else: other batch, other baseline, FF rows, the graph regime; and 3.15x (dense vs the
+    # paper's BMM FFF) in no Table 2 cell, since the GPU native column sets the fastest FFF against it
     figured = lv.dropna(subset=["paper"])
     assert len(figured) == 4 and (figured.batch == big).all() and (figured.launch == "eager").all()
-    assert set(lv.dropna(subset=["paper_limit"]).baseline_hidden) == {4095}
+    assert 3.15 not in set(figured.paper)
+
+
+def test_each_paper_figure_stands_beside_exactly_one_measured_value(syn):
+    """Every table that sets a paper figure beside a measurement sets it beside the same one."""
+    values = figure_values_everywhere(syn)
+    assert {"cpu-78x", "gpu-bmm-40x", "cpu-l2-255x", "naive-cuda-118x", "native-vs-bmm-3.15x"} <= set(values)
+    for fig, seen in values.items():
+        assert len({round(v, 12) for v in seen}) == 1, (fig, seen)
+
+
+def figure_values_everywhere(runs) -> dict:
+    """figure key -> every measured value set beside it, over Table 2, best against best, the
+    paper table and the suite comparisons."""
+    out = {}
+    tables = [(R.level_table(runs), "speedup"), (R.best_table(runs), "speedup"),
+              (R.comparison_table(runs), "speedup")]
+    for t, col in tables:
+        if len(t) and "figure" in t:
+            for fig, v in zip(t["figure"], t[col]):
+                if isinstance(fig, str) and v == v:
+                    out.setdefault(fig, []).append(v)
+    p = R.figure_values(runs)
+    for fig, v, kind in zip(p["figure"], p["measured"], p["figure"].map(lambda k: paper.BY_KEY[k].kind)):
+        if kind == "speedup" and v == v:
+            out.setdefault(fig, []).append(v)
+    return out
 
 
 def test_regimes_are_not_mixed(syn):
@@ -170,7 +199,7 @@ def test_regimes_are_not_mixed(syn):
     lv = R.level_table(syn)
     eager = cell(lv, batch=16384, baseline_hidden=4095, config="FFF 1x11", level="gpu-native", launch="eager")
     graph = cell(lv, batch=16384, baseline_hidden=4095, config="FFF 1x11", level="gpu-native", launch="graph")
-    rows = fb.load_run(syn.envs["synthetic"]["_path"], samples=True)
+    rows = fb.load_run(syn.paths["synthetic"], samples=True)
 
     def pick(backend, regime):
         sel = stored(rows, backend=backend, device="cuda", batch=16384, regime=regime)
@@ -185,13 +214,13 @@ def test_regimes_are_not_mixed(syn):
 def test_wrong_rows_are_never_fastest(syn):
     best = R.best_table(syn)
     assert "syn-fff-bad" not in set(best.fff_backend)
-    assert set(best[best.device == "cpu"].fff_backend) == {"syn-fff-l1"}
-    assert "syn-fff-bad" in set(R.untimed_table(syn).backend)
+    assert set(best[best.device == "cpu"].fff_backend) == {"fff-c-l1"}
+    assert "syn-fff-bad" in set(T.untimed_table(syn).backend)
 
 
 def test_paper_table(syn):
-    p = R.paper_table(syn).set_index("figure")
-    rows = fb.load_run(syn.envs["synthetic"]["_path"], samples=True)
+    p = R.figure_values(syn).set_index("figure")
+    rows = fb.load_run(syn.paths["synthetic"], samples=True)
     cuda = stored(rows, device="cuda", batch=16384, regime="cuda-events/warm-l2/eager")
     want = med_ratio(stored(cuda, backend="ff-dense", hidden=3072).iloc[0].samples,
                      stored(cuda, backend="fff-bmm").iloc[0].samples)
@@ -202,25 +231,27 @@ def test_paper_table(syn):
     lv = R.level_table(syn)
     c = cell(lv, batch=16384, baseline_hidden=4095, config="FFF 1x11", level="cpu-l3", launch="eager")
     assert p.loc["cpu-78x", "measured"] == pytest.approx(c.speedup)
-    # the figures live in one place, each with a source
-    assert {f.value for f in R.PAPER} == {78, 40, 341, 255, 118, 3.15}
-    assert all(f.source for f in R.PAPER)
-    assert {f.key for f in R.PAPER if f.secondary} == {"cpu-l2-255x", "naive-cuda-118x", "native-vs-bmm-3.15x"}
+    assert (p.loc["cpu-78x", "ff_backend"], p.loc["cpu-78x", "fff_backend"]) == ("ff-c-l3", "fff-c-l1")
+    # the figures live in one place, each with a source and one definition
+    assert {f.value for f in paper.FIGURES} == {78, 40, 341, 255, 118, 3.15}
+    assert all(f.source for f in paper.FIGURES)
+    assert {f.key for f in paper.FIGURES if f.secondary} == {"cpu-l2-255x", "naive-cuda-118x", "native-vs-bmm-3.15x"}
+    assert paper.BY_KEY["naive-cuda-118x"].hidden == 3072
 
 
 def test_paper_table_on_a_run_without_the_setting(mini):
-    p = R.paper_table(mini)
+    p = R.figure_values(mini)
     assert p.measured.isna().all() and p.note.str.startswith("not in this run").all()
 
 
 def test_missing_ceilings_leave_blanks(tmp_path):
     path = synthetic.make_run(tmp_path, batches=(16384,), n=5)
     synthetic.drop_ceilings(path)
-    runs = R.load(path)
-    lv, t = R.level_table(runs), R.absolute_table(runs)
+    runs = load(path)
+    lv, t = R.level_table(runs), T.absolute_table(runs)
     assert lv.roofline_limit.isna().all() and lv.speedup.notna().any()
     assert t.bw_frac.isna().all() and t.floor_ms.isna().all() and t.gbps.notna().all()
-    text = render.to_markdown(runs, render.sections(runs))
+    text = formats.to_markdown(runs, render.sections(runs))
     assert "roofline limit CPU |" in text and "nan" not in text.lower()
 
 
@@ -229,21 +260,21 @@ def test_missing_ceilings_leave_blanks(tmp_path):
 def test_markdown_csv_latex_show_the_computed_numbers(mini, syn, tmp_path):
     lv = R.level_table(mini)
     c = cell(lv, batch=256, baseline_hidden=1023, config="FFF 1x9", level="pytorch-bmm")
-    md = render.write_report(mini, tmp_path / "md", "md")[0].read_text()
+    md = formats.write_report(mini, tmp_path / "md", "md")[0].read_text()
     assert render.fmt_x(c.speedup, c.ci_low, c.ci_high) in md
     assert "Intel" in md or mini.machine("mini") in md             # environment footnote
     assert "openblas" in md.lower() and "GB/s" in md
-    csv = pd.read_csv(tmp_path / "csv" / "table2.csv") if render.write_report(mini, tmp_path / "csv", "csv") else None
+    csv = pd.read_csv(tmp_path / "csv" / "table2.csv") if formats.write_report(mini, tmp_path / "csv", "csv") else None
     got = csv[(csv.batch == 256) & (csv.baseline_hidden == 1023) & (csv.config == "FFF 1x9")
               & (csv.level == "pytorch-bmm")].speedup.iloc[0]
     assert got == pytest.approx(c.speedup)
     assert {p.name for p in (tmp_path / "csv").iterdir()} >= {"table2.csv", "best.csv", "paper.csv", "times.csv",
                                                               "environment.csv", "best_geomean.csv"}
-    tex = render.write_report(mini, tmp_path / "tex", "latex")[0].read_text()
+    tex = formats.write_report(mini, tmp_path / "tex", "latex")[0].read_text()
     assert tex.startswith(r"\documentclass") and render.fmt_x(c.speedup, c.ci_low, c.ci_high) in tex
-    smd = render.to_markdown(syn, render.sections(syn))
+    smd = formats.to_markdown(syn, render.sections(syn))
     assert "paper 78x" in smd and "paper 255x (*secondary*)" in smd and "3.15x (*secondary*)" in smd
-    stex = render.to_latex(syn, render.sections(syn))
+    stex = formats.to_latex(syn, render.sections(syn))
     assert r"\emph{secondary}" in stex and r"$^\dagger$" in stex
 
 
@@ -259,7 +290,7 @@ def test_report_command(tmp_path):
 
 @pytest.mark.parametrize("args,msg", [(["report", "nope"], "no such run directory"),
                                       (["report", str(DATA)], "is not a run directory"),
-                                      (["report", str(MINI), "--format", "xml"], "--format must be one of")])
+                                      (["report", str(MINI), "--format", "xml"], "'xml' is not one of")])
 def test_report_errors_are_one_line(args, msg):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2
@@ -280,7 +311,7 @@ def test_notebook_runs_against_the_committed_run(tmp_path, monkeypatch):
     assert not [o for o in outs if o.output_type == "error"]
     outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", "")) for o in outs)
     assert "Table 2" in outputs and sum("image/png" in o.get("data", {}) for o in outs) >= 3
-    c = cell(R.level_table(R.load(MINI)), batch=256, baseline_hidden=1023, config="FFF 1x9", level="pytorch-bmm")
+    c = cell(R.level_table(load(MINI)), batch=256, baseline_hidden=1023, config="FFF 1x9", level="pytorch-bmm")
     assert f"{c.speedup:.3g}x" in outputs                       # the notebook shows the same numbers
     assert (tmp_path / "out" / "speedups.png").exists()
 
@@ -302,3 +333,41 @@ def test_runs_with_nothing_timed(tmp_path):
     assert "Rows not timed" in (skipped / "report" / "report.md").read_text()
     res = CliRunner().invoke(app, ["compare", str(skipped), str(skipped), "--out", str(tmp_path / "c")])
     assert res.exit_code == 0 and "not timed" in res.output
+
+
+def test_committed_runs_report_the_same_numbers_as_before_the_redesign():
+    """Table 2, best against best and the absolute times of every committed run, against the values
+    the reports printed before the redesign (tests/data/snapshot). Only what the redesign was meant
+    to change may differ: which cell carries a paper figure."""
+    keep = {"levels": ["speedup", "ci_low", "ci_high", "ff_ms", "fff_ms", "roofline_limit", "neuron_limit"],
+            "best": ["speedup", "ci_low", "ci_high", "ff_ms", "fff_ms", "roofline_limit"],
+            "absolute": ["median_ms", "ci_low_ms", "ci_high_ms", "gbps", "gflops", "floor_ms", "x_floor"]}
+    runs_dir = Path(__file__).parent.parent / "results"
+    snap = DATA / "snapshot"
+    checked = 0
+    for path in sorted(snap.glob("*.levels.csv")):
+        name = path.name.split(".")[0]
+        if not (runs_dir / name).exists():
+            continue
+        runs = load(runs_dir / name)
+        now = {"levels": R.level_table(runs), "best": R.best_table(runs), "absolute": T.absolute_table(runs)}
+        for table, cols in keep.items():
+            before = pd.read_csv(snap / f"{name}.{table}.csv")
+            assert len(before) == len(now[table]), (name, table)
+            for col in cols:
+                np.testing.assert_allclose(now[table][col].to_numpy(float), before[col].to_numpy(float),
+                                           rtol=1e-9, equal_nan=True, err_msg=f"{name} {table} {col}")
+            checked += 1
+    assert checked >= 8 * 3
+
+
+def test_html_report_is_one_self_contained_page(mini, tmp_path):
+    res = CliRunner().invoke(app, ["report", str(MINI), "--format", "html", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 3 and "<table" in page
+    assert "src=" not in page and "href=" not in page.replace('href="#', "")   # nothing to fetch
+    import html
+
+    for s in render.sections(mini):
+        assert html.escape(s.title) in page

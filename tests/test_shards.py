@@ -15,11 +15,18 @@ import pytest
 from typer.testing import CliRunner
 
 from fffbench.cli import app
-from fffbench.runner import plan, run_suite
+from fffbench.jsonl import read_lines
+from fffbench.runner import plan
+from fffbench.runs import load
+from fffbench.session import run_suite
 from fffbench.shards import plan as shard_plan
 from fffbench.shards.timeline import intervals, overlaps
-from fffbench.store import MANIFEST, RESULTS, RUN_JSON, SAMPLES, RunStore, read_jsonl
+from fffbench.store import MANIFEST, RESULTS, RUN_JSON, SAMPLES, RunStore
 from fffbench.suite import load_suite, parse_suite
+
+
+def read_jsonl(path):
+    return read_lines(path).objects
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = ["case_id", "backend", "regime"]
@@ -29,9 +36,12 @@ name: tiny
 sweep: {batch: [3, 40], width: 24, threads: 1}
 ff: {hidden: [16, 32]}
 fff: {depth: [0, 3], trees: 2}
-backends: [ff-dense, ff-bmm, fff-bmm, fff-gather]
-timing: {budget_s: 0.01, warmup_s: 0, min_reps: 3}
+backends: [test-ff-numpy, test-fff-numpy]
+timing: {budget_s: 0.01, warmup_s: 0, min_reps: 3, processes: 2}
 """
+#: two workloads of four cases each (one shard each), six rows apiece
+QUICK = TINY.replace("name: tiny", "name: quick").replace("backends: [test-ff-numpy, test-fff-numpy]",
+                                                            "backends: [test-ff-numpy, test-fff-numpy, fff-gather]")
 
 
 def _fffbench(*args, env=None, timeout=300):
@@ -53,7 +63,8 @@ def _keys(df: pd.DataFrame) -> set[tuple]:
 @pytest.fixture(scope="module")
 def quick_local(tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    p = _fffbench("run", "suites/quick.yaml", "--executor", "local", "--shards", "2", "--out", str(out),
+    (out.parent / "quick.yaml").write_text(QUICK)
+    p = _fffbench("run", str(out.parent / "quick.yaml"), "--executor", "local", "--shards", "2", "--out", str(out),
                   "--no-progress")
     assert p.returncode == 0, p.stderr + p.stdout
     return _run_dir(out), p
@@ -61,8 +72,8 @@ def quick_local(tmp_path_factory):
 
 def test_local_two_shards_give_the_cases_of_the_single_process_run(quick_local, tmp_path):
     run_dir, proc = quick_local
-    suite = load_suite(ROOT / "suites" / "quick.yaml")
-    inline = run_suite(suite, out_root=tmp_path, progress=False, ceilings=False).frame()
+    suite = parse_suite(QUICK, "quick.yaml")
+    inline = run_suite(suite, out_root=tmp_path, ceilings=False).frame()
     sharded = RunStore.open(run_dir).frame(samples=True)
     assert _keys(sharded) == _keys(inline) and len(sharded) == len(inline) == len(plan(suite))
     assert sharded.row_id.is_unique and (sharded.status == "ok").all()
@@ -85,7 +96,7 @@ def test_each_shard_stores_its_environment_and_placement(quick_local):
         for key in ("host", "machine", "cpu", "versions", "ceilings", "suite"):
             assert env[key], key
         assert env["run_id"] == run_dir.name and env["shard"]["index"] == s["index"]
-        assert env["shard"]["threads_all"] >= 1 and env["shard"]["lock_dir"]
+        assert env["threads_all"] >= 1 and env["shard"]["lock_dir"]
         assert s["jobs"] and s["jobs"][-1]["executor"] == "local"
         rows = RunStore.open(run_dir / s["dir"]).frame()
         assert set(rows.case_id) == set(s["case_ids"]) and (rows.host == env["host"]).all()
@@ -94,11 +105,12 @@ def test_each_shard_stores_its_environment_and_placement(quick_local):
 def test_no_two_measurements_overlap_on_a_device(quick_local):
     run_dir, _ = quick_local
     iv = intervals(RunStore.open(run_dir).frame())
-    assert len(iv) == 16 and set(iv.shard) == {0, 1} and not overlaps(iv)
+    assert len(iv) == 2 and set(iv.shard) == {0, 1} and not overlaps(iv)  # one measurement per group of rows
+    assert (iv.backend == "6 rows measured together").all()
     r = CliRunner().invoke(app, ["shards", str(run_dir), "--intervals"])
     assert r.exit_code == 0, r.output
     assert "No two measurements overlapped" in r.output and "Wall time" in r.output
-    assert "shard 0: done, 8/8 rows" in r.output and "shard 1: done, 8/8 rows" in r.output
+    assert "shard 0: done, 6/6 rows" in r.output and "shard 1: done, 6/6 rows" in r.output
     assert "Run wall time" in r.output
     r = CliRunner().invoke(app, ["run", "--resume", str(run_dir / "shards" / "shard-001")])
     assert r.exit_code == 2 and f"--resume {run_dir} --shard 1" in r.output  # not the whole suite into one shard
@@ -135,10 +147,15 @@ TINY_GPU = TINY.replace("threads: 1}", "threads: 1, device: [cpu, cuda]}")
 
 
 def test_a_killed_shard_is_reported_and_rerun_alone_without_duplicates(tmp_path):
+    """Shard 1 dies abruptly (its process killed, as the OOM killer would) in its second group; the
+    rows it stored before stay, shard 0 is untouched, and re-running shard 1 alone completes it."""
+    suite_text = TINY_GPU.replace("test-fff-numpy]", "test-fff-numpy, test-fff-kill-shard, fff-gather]").replace(
+        "[3, 40]", "[3, 40, 80]")
     suite_file = tmp_path / "tiny.yaml"
-    suite_file.write_text(TINY_GPU)
-    total = len(plan(parse_suite(TINY_GPU)))
-    env = os.environ | {"FFFBENCH_TEST_KILL_SHARD": "1:2"}
+    suite_file.write_text(suite_text)
+    total = len(plan(parse_suite(suite_text)))
+    env = os.environ | {"FFFBENCH_TEST_KILL_GPU": "1", "FFFBENCH_TEST_KILL_BATCH": "40",
+                        "FFFBENCH_TEST_KILL_MARKER": str(tmp_path / "killed")}
     p = _fffbench("run", str(suite_file), "--executor", "local", "--shards", "2", "--gpus", "0,1",
                   "--out", str(tmp_path / "r"), "--no-progress", "--no-summary", env=env)
     assert p.returncode == 1, p.stderr
@@ -148,26 +165,27 @@ def test_a_killed_shard_is_reported_and_rerun_alone_without_duplicates(tmp_path)
     for s in manifest["shards"]:  # each shard's processes saw only its own GPU (none exists here: CUDA rows skip)
         assert RunStore.open(run_dir / s["dir"]).env()["shard"]["cuda_visible_devices"] == s["gpu"]
     line = next(ln for ln in p.stderr.splitlines() if ln.startswith("shard 1"))
-    missing = manifest["shards"][1]["rows"] - 2
-    assert "failed" in line and f"{missing} of {manifest['shards'][1]['rows']} rows missing" in line
+    stored1 = len(RunStore.open(run_dir / "shards" / "shard-001").frame())
+    missing = manifest["shards"][1]["rows"] - stored1
+    assert missing > 0 and "failed" in line and f"{missing} of {manifest['shards'][1]['rows']} rows missing" in line
     assert "Traceback" not in p.stderr and not any(ln.startswith("shard 0") for ln in p.stderr.splitlines())
     command = line.split("re-run it alone: ", 1)[1].split()
     assert command == ["fffbench", "run", "--resume", str(run_dir), "--shard", "1", "--executor", "local"]
     kept = RunStore.open(run_dir).frame()
-    assert len(kept) == total - missing  # shard 0 whole, shard 1's first two rows: nothing measured is lost
+    assert len(kept) == total - missing  # shard 0 whole, shard 1 what it stored: nothing measured is lost
     assert len(read_jsonl(run_dir / RESULTS)) == len(kept)
     r = CliRunner().invoke(app, ["shards", str(run_dir)])
-    assert "shard 1: partial, 2/" in r.output and "--shard 1" in r.output
+    assert f"shard 1: partial, {stored1}/" in r.output and "--shard 1" in r.output
 
-    p = _fffbench(*command[1:], "--no-progress", "--no-summary")
+    p = _fffbench(*command[1:], "--no-progress", "--no-summary", env=env)
     assert p.returncode == 0, p.stderr
     df = RunStore.open(run_dir).frame()
     assert len(df) == total and df.row_id.is_unique
-    assert sorted(df.row_id) == sorted(t.row_id for t in plan(parse_suite(TINY_GPU)))
+    assert sorted(df.row_id) == sorted(t.row_id for t in plan(parse_suite(suite_text)))
     assert RunStore.open(run_dir / "shards" / "shard-001").env()["resumed"][0]["shard"]["cuda_visible_devices"] == "1"
     assert not overlaps(intervals(df))
     shard1 = RunStore.open(run_dir / "shards" / "shard-001")
-    assert len(shard1.rows()) == manifest["shards"][1]["rows"]  # the two rows kept were not measured again
+    assert len(shard1.rows()) == manifest["shards"][1]["rows"]  # the rows kept were not measured again
     assert len(shard1.env()["resumed"]) == 1
     assert len(shard_plan.load(run_dir)["shards"][1]["jobs"]) == 2
     r = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--no-progress", "--no-summary"])
@@ -179,13 +197,14 @@ def test_inline_executor_finishes_a_shard_in_this_process(tmp_path):
 
     suite = parse_suite(TINY, str(tmp_path / "tiny.yaml"))
     run_dir, manifest = launch.create(suite, tmp_path, 3, "inline")
-    outcome = launch.run_shards(run_dir, manifest, [2], "inline", wait=True, progress=False)
+    assert manifest["n_shards"] == 2  # two workloads: no more shards than groups to give them
+    outcome = launch.run_shards(run_dir, manifest, [1], "inline", wait=True, progress=False)
     lines = launch.conclude(outcome)
-    assert outcome.failures == {2: None}
-    assert [ln.split(" ")[:2] for ln in lines] == [["shard", "0"], ["shard", "1"]]  # not run yet, said so
+    assert outcome.failures == {1: None}
+    assert [ln.split(" ")[:2] for ln in lines] == [["shard", "0"]]  # not run yet, said so
     assert all("did not finish" in ln and "--executor inline" in ln for ln in lines)
     outcome = launch.resume(run_dir, progress=False)
-    assert outcome.shards == [0, 1] and not launch.conclude(outcome)
+    assert outcome.shards == [0] and not launch.conclude(outcome)
     assert len(RunStore.open(run_dir).frame()) == len(plan(suite))
 
 
@@ -200,8 +219,9 @@ def test_replicas_run_every_case_and_compare_as_machines(tmp_path):
     assert len(df) == 2 * len(plan(suite)) and set(df.shard) == {0, 1}
     assert df.samples.map(lambda v: isinstance(v, list)).all()
     merged = read_jsonl(outcome.run_dir / RESULTS)
-    assert len(merged) == len(df) and len(read_jsonl(outcome.run_dir / SAMPLES)) == df.status.eq("ok").sum()
-    labels = R.load(outcome.run_dir).labels
+    merged_samples = {(ln["row_id"], ln["shard"]) for ln in read_jsonl(outcome.run_dir / SAMPLES)}
+    assert len(merged) == len(df) and len(merged_samples) == df.status.eq("ok").sum()
+    labels = load(outcome.run_dir).labels
     assert len(labels) == 2 and all(label.endswith(("-shard0", "-shard1")) for label in labels)
     r = CliRunner().invoke(app, ["compare", str(outcome.run_dir), "--out", str(tmp_path / "cmp")])
     assert r.exit_code == 0, r.output
@@ -284,8 +304,8 @@ def test_a_slurm_array_task_runs_its_shard(fake_slurm, tmp_path):
 
 
 def test_slurm_options_map_to_submitit_parameters():
-    from fffbench.cli_shards import slurm_options
-    from fffbench.shards.launch import SlurmOptions
+    from fffbench.cli.shards import slurm_options
+    from fffbench.shards.slurm import SlurmOptions
 
     opts = SlurmOptions(**slurm_options("gpu", 30, None, 8, None, ["mem=64G", "qos=high"], []))
     p = opts.parameters(uses_gpu=True, job_name="x")
@@ -300,16 +320,26 @@ def test_slurm_options_map_to_submitit_parameters():
 
 # --- partition ---------------------------------------------------------------------------------------------
 
-def test_partition_keeps_cases_whole_and_balances_each_device():
+def test_partition_keeps_workloads_whole_and_balances_each_device():
     suite = load_suite(ROOT / "suites" / "scaling.yaml")
     parts = shard_plan.partition(suite, 4)
     assert parts == shard_plan.partition(suite, 4)  # deterministic
     rows = shard_plan.case_rows(suite)
     assert sorted(i for p in parts for i in p) == sorted(rows)  # every case with rows, once
+    where = {i: k for k, p in enumerate(parts) for i in p}
+    for i in rows:  # the cases measured together (and compared) stay in one shard
+        same = [j for j in rows if shard_plan.workload(suite.cases[j]) == shard_plan.workload(suite.cases[i])]
+        assert {where[j] for j in same} == {where[i]}
     for device in ("cpu", "cuda"):
+        cost = {}
+        for i in rows:
+            if suite.cases[i].device == device:
+                w = shard_plan.workload(suite.cases[i])
+                cost[w] = cost.get(w, 0.0) + shard_plan.estimate_s(suite, i, rows[i])
         loads = [sum(shard_plan.estimate_s(suite, i, rows[i]) for i in p if suite.cases[i].device == device)
                  for p in parts]
-        assert max(loads) < 1.2 * min(loads), (device, loads)
+        best_possible = max(sum(cost.values()) / 4, max(cost.values()))
+        assert max(loads) <= 4 / 3 * best_possible + 1e-9, (device, loads)  # the bound of longest-first
     only_cuda = shard_plan.partition(suite, 2, devices=["cuda"])
     assert all(suite.cases[i].device == "cuda" for p in only_cuda for i in p)
 
@@ -387,10 +417,8 @@ def _two_host_run(root: Path, replicate: bool = True) -> Path:
 
 
 def test_hosts_of_one_run_are_machines_in_report_and_compare(tmp_path):
-    from fffbench import report as R
-
     run_dir = _two_host_run(tmp_path)
-    runs = R.load(run_dir)
+    runs = load(run_dir)
     assert runs.labels == ["two-hosts@node-a", "two-hosts@node-b"]
     assert runs.machine("two-hosts@node-b") == "Xeon node-b + H200"
     assert runs.envs["two-hosts@node-a"]["argv"] == ["fffbench"]  # the run's command, the machine's record
@@ -406,14 +434,12 @@ def test_hosts_of_one_run_are_machines_in_report_and_compare(tmp_path):
     assert r.exit_code == 0 and "node-a cuda:GPU-0" in r.output and "node-b cuda:GPU-1" in r.output
     r = CliRunner().invoke(app, ["merge", str(run_dir)])
     assert r.exit_code == 0 and "merged 4 rows from 2 shard(s) (hosts: node-a, node-b)" in r.output
-    assert len(read_jsonl(run_dir / RESULTS)) == 4 and len(R.load(run_dir).df) == 4
+    assert len(read_jsonl(run_dir / RESULTS)) == 4 and len(load(run_dir).df) == 4
 
 
 def test_a_split_run_over_two_hosts_reports_each_machine(tmp_path):
-    from fffbench import report as R
-
     run_dir = _two_host_run(tmp_path, replicate=False)
-    runs = R.load(run_dir)
+    runs = load(run_dir)
     assert runs.labels == ["two-hosts@node-a", "two-hosts@node-b"] and len(runs.df) == 4
     assert set(runs.df.loc[runs.df.run == "two-hosts@node-b", "batch"]) == {1024}
     r = CliRunner().invoke(app, ["report", str(run_dir), "--no-plots", "--out", str(tmp_path / "rep")])
@@ -424,9 +450,7 @@ def test_unsharded_and_old_runs_read_as_before():
     old = ROOT / "results" / "scaling-20261128-122630-vm"
     df = RunStore.open(old).frame()
     assert df[["shard", "device_index", "device_uuid"]].isna().all().all()
-    from fffbench import report as R
-
-    assert R.load(old).labels == [old.name]
+    assert load(old).labels == [old.name]
     r = CliRunner().invoke(app, ["compare", str(old)])
     assert r.exit_code == 2 and "at least two" in r.output
 
@@ -437,7 +461,7 @@ def test_the_default_run_path_does_not_import_submitit(tmp_path):
     code = ("import sys\nfrom fffbench.cli import app\n"
             f"app(['run', {str(suite)!r}, '--out', {str(tmp_path / 'r')!r}, '--no-progress', '--no-summary'],"
             " standalone_mode=False)\n"
-            "from fffbench import report\nreport.load(*__import__('pathlib').Path(" + repr(str(tmp_path / "r")) +
+            "from fffbench import runs\nruns.load(*__import__('pathlib').Path(" + repr(str(tmp_path / "r")) +
             ").iterdir())\nassert not [m for m in sys.modules if m.startswith('submitit')], 'submitit imported'\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr

@@ -7,10 +7,44 @@ stopped on an I/O failure (the line says how to resume); 2 bad input (suite, pat
 from __future__ import annotations
 
 import errno
+import sys
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+try:  # typer 0.2x carries its own copy of click
+    from typer._click import exceptions as cx
+except ImportError:  # pragma: no cover - older typer on the click package
+    from click import exceptions as cx
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, a missing argument) as one line with exit code 2, like every
+    other bad input, instead of click's usage box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+            code = result if isinstance(result, int) else 0
+        except getattr(cx, "NoArgsIsHelpError", ()) as e:
+            typer.echo(e.ctx.get_help() if e.ctx else str(e))
+            code = 0
+        except cx.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see: fffbench {ctx.info_name} --help)" if ctx is not None and ctx.parent is not None else ""
+            typer.echo(f"error: {e.format_message().replace('Value error, ', '').strip()}{hint}", err=True)
+            code = e.exit_code
+        except (typer.Exit, getattr(cx, "Exit", typer.Exit)) as e:
+            code = e.exit_code
+        except (typer.Abort, getattr(cx, "Abort", typer.Abort), KeyboardInterrupt):
+            typer.echo("interrupted", err=True)
+            code = 130
+        if standalone_mode:
+            sys.exit(code)
+        return code  # pragma: no cover - the console script always runs standalone
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"max_content_width": 100},
                   help="Honest benchmarks of fast feedforward (FFF) layers against dense FF baselines.")
 

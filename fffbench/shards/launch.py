@@ -74,7 +74,7 @@ def create(suite, out_root, n: int | None, executor: str, devices=None, gpus: li
         if not g.isdigit():
             raise ValueError(f"the local executor needs integer GPU indices, got {g!r} (set --gpus)")
     n = n or max(len(slots), 1)
-    n = n if replicate else min(n, len(rows))
+    n = n if replicate else min(n, len({shard_plan.workload(suite.cases[i]) for i in rows}))
     environment = envmod.collect() | {"executor": executor}
     if devices:
         environment["device_filter"] = sorted(devices)
