@@ -6,7 +6,7 @@ layer, batch, dtype, device, input, seed, backend, regime; threads too when both
 same thread counts). Per matched case: both medians, the ratio ``other / base`` (> 1: slower in
 ``other``) with a 95% interval, and Welch's t test on the logarithms of the timings. The unit of
 replication is the worker process (each contributes its median) where both rows were measured in
-several processes, else the samples. Unlike a rank test, which with three samples a side cannot
+at least three processes, else the samples. Unlike a rank test, which with three samples a side cannot
 reach p < 0.05, this has power at a handful of values, so a baseline that doubled is caught.
 
 Verdicts: *slower* (or *faster*) when the one-sided test of ``other > threshold x base`` (or
@@ -41,11 +41,17 @@ def match_keys(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     return keys + (["threads"] if set(a["threads"]) == set(b["threads"]) else [])
 
 
+#: processes a row needs for its test to use their medians (fewer say too little about the spread
+#: between processes to test on: then the samples are the unit, as for a single process)
+MIN_PROCESSES_FOR_TEST = 3
+
+
 def _values(row) -> list[float]:
-    """What a row contributes to the test: its processes' medians (several processes), else its samples."""
-    procs = row.get("processes")
-    if isinstance(procs, list) and len([p for p in procs if p["samples"]]) > 1:
-        return [float(np.median(p["samples"])) for p in procs if p["samples"]]
+    """What a row contributes to the test: its processes' medians (three processes or more), else
+    its samples."""
+    procs = [p for p in (row.get("processes") or []) if p["samples"]] if isinstance(row.get("processes"), list) else []
+    if len(procs) >= MIN_PROCESSES_FOR_TEST:
+        return [float(np.median(p["samples"])) for p in procs]
     s = row.get("samples")
     return list(s) if isinstance(s, list) else []
 
@@ -89,7 +95,10 @@ def _line(key, base, other, ra, rb, threshold, alpha) -> dict:
     if ra["status"] != "ok" or rb["status"] != "ok":
         line["verdict"] = "not timed" if ra["status"] == rb["status"] else f"{ra['status']} -> {rb['status']}"
         return line
-    test = log_ratio_test(_values(ra), _values(rb))
+    va, vb = _values(ra), _values(rb)
+    if (len(va) > 2) != (len(vb) > 2) or min(len(va), len(vb)) < 2:
+        va, vb = list(ra["samples"] or []), list(rb["samples"] or [])  # the same unit on both sides
+    test = log_ratio_test(va, vb)
     line |= test
     line["ratio"] = rb["median_s"] / ra["median_s"]
     if math.isfinite(test["se"]):

@@ -83,7 +83,7 @@ def test_defect_inputs_keep_outputs_right():
 
 
 def test_threads_follow_the_case():
-    from fffbench.runner import pinned_threads
+    from fffbench.env import pinned_threads
 
     b = _available("fff-c-opt")
     layer = fb.FFF(width=64, depth=4)

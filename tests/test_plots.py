@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import fffbench as fb
 from fffbench import plots as P
 from fffbench import report as R
+from fffbench.runs import load
 from fffbench.cli import app
 from fffbench.timing.stats import median_ci
 
@@ -19,7 +20,7 @@ MINI = Path(__file__).parent / "data" / "mini"
 
 @pytest.fixture(scope="module")
 def mini():
-    return R.load(MINI)
+    return load(MINI)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def syn(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn")
     a = synthetic.make_run(root, "syn-a", n=9)
     b = synthetic.make_run(root, "syn-b", n=9, machine="Second machine (8 cores)", seed=1)
-    return R.load(a), R.load(a, b)
+    return load(a), load(a, b)
 
 
 def bars(ax):
@@ -134,12 +135,12 @@ def test_write_plots_and_the_plot_command(mini, tmp_path):
 
 
 def test_empty_figures_do_not_crash(tmp_path):
-    from fffbench.runner import run_suite
+    from fffbench.session import run_suite
     from fffbench.suite import parse_suite
 
     s = parse_suite("name: e\nsweep: {batch: 4, width: 8, device: cuda, threads: 1}\nfff: {depth: 1}\n"
                     "backends: [fff-bmm]\ntiming: {budget_s: 0.01, warmup_s: 0}\n")
-    runs = R.load(run_suite(s, out_root=tmp_path, progress=False, ceilings=False).path)
+    runs = load(run_suite(s, out_root=tmp_path, ceilings=False).path)
     for fn in P.PLOTS.values():
         fig, data = fn(runs)
         assert data.empty and fig.axes

@@ -23,6 +23,8 @@ from fffbench.plots.style import MAX_WIDTH_IN, STYLE
 
 DPI = 150
 matplotlib.rcParams["svg.hashsalt"] = "fffbench"
+#: every figure of a report, by file stem
+PLOTS = {"speedups": plot_speedups, "scaling": plot_scaling, "batch": plot_batch}
 
 
 def save(fig, out, stem: str) -> list[Path]:
@@ -46,5 +48,5 @@ def write_plots(runs, out) -> list[Path]:
     return [p for stem, fig in figs.items() for p in save(fig, out, stem)]
 
 
-__all__ = ["MAX_WIDTH_IN", "STYLE", "batch_data", "headline", "plot_batch", "plot_compare", "plot_scaling",
+__all__ = ["MAX_WIDTH_IN", "PLOTS", "STYLE", "batch_data", "headline", "plot_batch", "plot_compare", "plot_scaling",
            "plot_speedups", "save", "scaling_data", "speedup_data", "write_plots"]

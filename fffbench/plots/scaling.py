@@ -71,7 +71,7 @@ def plot_scaling(runs: Runs, data: pd.DataFrame | None = None):
         if k // cols == nrows - 1:
             ax.set_xlabel("neurons (FF width / FFF nodes)", fontsize=7)
         if k % cols == 0:
-            ax.set_ylabel("median ms per call", fontsize=7)
+            ax.set_ylabel("median per call (ms)", fontsize=7)
     for k in range(len(panels), nrows * cols):
         axes[k // cols][k % cols].set_axis_off()
     handles = [Line2D([], [], color=COLORS[k % len(COLORS)], marker="o" if data.loc[data["backend"] == b, "family"]

@@ -32,14 +32,20 @@ def l2_bytes() -> int:
     return int(getattr(props, "L2_cache_size", 0) or 64 * 2 ** 20)
 
 
-def _warm(run, x, cfg: TimingConfig, first_s: float) -> float:
+def _warm(run, x, cfg: TimingConfig, first_s: float | None = None) -> float:
     """Untimed calls (compilation, autotuning, workspace allocation); returns seconds per call.
+    ``first_s``: the duration of a first call already made (else one is made here).
 
     Synchronised call by call: launches return at once, so an unsynchronised loop would queue a
     launch queue's worth of calls (about a thousand) within ``warmup_s`` and then wait for all of
     them, over ten minutes for a kernel of one second."""
     import torch
 
+    if first_s is None:
+        t0 = time.perf_counter()
+        run(x)
+        torch.cuda.synchronize()
+        first_s = time.perf_counter() - t0
     if first_s > 1.0:  # a multi-second call: its own time is the estimate, more warm-up is waste
         return first_s
     t_start, n = time.perf_counter(), 0
