@@ -1,11 +1,16 @@
-"""Development bench for the CUDA FFF kernel: correctness and variants in one GPU call.
+"""Development bench for the CUDA FFF kernels: correctness and variants in one GPU call.
 
-    python scripts/bench_cuda.py [--batch 16384] [--out DIR]
+    python scripts/bench_cuda.py [--out DIR] [--sections shapes,main,small,dense] [--quick]
 
-Checks fff-cuda (float32, bfloat16) against the float64 reference, then times launch variants
-(pipeline variant, rows per warp, split level; eager and CUDA-graph) with CUDA events, warm L2, median of many
-calls, beside the torch backends and the dense baselines. Numbers go to stdout and DIR/cuda.json.
-Published numbers come from `fffbench run`; this is for choosing the kernel's parameters.
+Sections:
+  shapes  fff-cuda (v4) and fff-cuda-v3 against the float64 reference on awkward shapes and batches
+  main    B = 16384, 1x11: every variant checked (third call, and equal to the first), then timed
+          eager and graph (CUDA events, median, warm L2), do_bench on Kernel.run for the backends,
+          and each kernel's time and the launch gaps from the torch profiler
+  small   B = 1 .. 4096: the one-launch path, the staged path and v3, eager and graph
+  dense   ff-dense (H = 3072) and streaming anchors (read x; copy x to y)
+Numbers go to stdout and DIR/cuda.json. Published numbers come from `fffbench run`; this is for
+choosing the kernel's design and parameters (notes/cuda-kernel.md).
 """
 from __future__ import annotations
 
@@ -14,15 +19,27 @@ import functools
 import json
 import os
 import statistics
+import time
+import traceback
 
+import numpy as np
 import torch
 
 import fffbench as fb
 from fffbench.backends.cuda_kernels import FffOptimized
 from fffbench.correctness import Reference, check_output
+from fffbench.layers import gelu64
+
+TDT = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+ROWS: list[dict] = []
+
+
+def log(*a):
+    print(*a, flush=True)
 
 
 def bench(fn, reps=200, graph=False):
+    """Median microseconds per call: CUDA events around each call (eager) or each graph replay."""
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
@@ -36,91 +53,244 @@ def bench(fn, reps=200, graph=False):
                 fn()
         torch.cuda.current_stream().wait_stream(s)
         fn = g.replay
+        for _ in range(3):
+            fn()
     ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
     for a, b in ev:
         a.record()
         fn()
         b.record()
     torch.cuda.synchronize()
-    return statistics.median(a.elapsed_time(b) for a, b in ev) * 1e3  # microseconds
+    return statistics.median(a.elapsed_time(b) for a, b in ev) * 1e3
 
 
-#: (variant, options); options go to FffOptimized
-VARIANTS = [("v1", {}), ("v2-staged", {}), ("v3", {}), ("v3", dict(rows_per_warp=2)), ("v3", dict(rows_per_warp=4))]
+def graph_output(fn):
+    """The output of a CUDA-graph replay of ``fn`` (checks that the captured launches compute it)."""
+    g, s = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+        torch.cuda.synchronize()
+        with torch.cuda.graph(g, stream=s):
+            y = fn()
+    torch.cuda.current_stream().wait_stream(s)
+    y.fill_(float("nan"))
+    for _ in range(3):
+        g.replay()
+    torch.cuda.synchronize()
+    return y.float().cpu().numpy()
 
 
-def kernel_times(fn, calls=20):
-    """Mean GPU time per call of each kernel the call launches (torch profiler), in us."""
+def kernel_breakdown(fn, calls=20):
+    """Per call: each kernel's GPU time in launch order, and the span first start .. last end (us)."""
+    torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
             fn()
-        torch.cuda.synchronize()
-    out = {}
-    for e in prof.key_averages():
-        if e.device_type == torch.autograd.DeviceType.CUDA and "fff" in e.key:
-            t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
-            out[e.key.split("(")[0].replace("void ", "")] = round(t / calls, 1)
-    return out
+            torch.cuda.synchronize()
+    ev = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and "Memset" not in e.name
+          and "memcpy" not in e.name.lower()]
+    ev.sort(key=lambda e: e.time_range.start)
+    per = len(ev) // calls if calls else 0
+    if per == 0:
+        return {}
+    names = [ev[i].name.split("(")[0].replace("void ", "")[:60] for i in range(per)]
+    dur = np.array([[ev[c * per + i].time_range.end - ev[c * per + i].time_range.start for i in range(per)]
+                    for c in range(calls)])
+    span = np.array([ev[c * per + per - 1].time_range.end - ev[c * per].time_range.start for c in range(calls)])
+    return {"kernels": [(n, round(float(np.median(dur[:, i])), 1)) for i, n in enumerate(names)],
+            "sum": round(float(np.median(dur.sum(axis=1))), 1), "span": round(float(np.median(span)), 1)}
 
 
-def naive_ff(out_rows):
-    """The paper's naive CUDA FF at growing batch: one call each (seconds per call at B=16384)."""
-    ff = fb.FF(width=768, hidden=3072)
-    k = fb.get_backend("ff-cuda-naive").build(ff, ff.init_weights(0), device="cuda", dtype="float32")
-    for B in (1024, 4096, 16384):
-        x = torch.randn(B, 768, device="cuda")
-        k.run(x[:64])
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        a.record()
-        k.run(x)
-        b.record()
-        torch.cuda.synchronize()
-        out_rows.append(dict(backend="ff-cuda-naive", hidden=3072, batch=B, us=a.elapsed_time(b) * 1e3))
-        print(f"ff-cuda-naive H=3072 B={B:6d} {a.elapsed_time(b):10.1f} ms", flush=True)
+def diagnose(k: FffOptimized, layer, w, x, B):
+    """Which level of the v4 staged path first differs from the reference (its acts workspace)."""
+    plan = k.plans.get(B)
+    if plan is None or "acts" not in plan.tensors:
+        return
+    acts = plan.tensors["acts"][: B * layer.levels].view(B, layer.levels).cpu().numpy()
+    _, logits, _ = layer.walk(x, w)
+    ref = gelu64(logits[:, 0, :])
+    for lvl in range(layer.levels):
+        bad = np.abs(acts[:, lvl] - ref[:, lvl]) > 1e-3 * (1 + np.abs(ref[:, lvl]))
+        log(f"      level {lvl:2d}: {bad.mean():.4f} of rows off (acts vs reference)")
+
+
+def check_kernel(k, layer, w, x, xt, dtype, ref=None):
+    """Third call's output against the reference; the first call must equal it (state reset)."""
+    ref = ref or Reference.compute(layer, w, x)
+    y1 = k(xt).float().cpu().numpy()
+    k(xt)
+    y3 = k(xt).float().cpu().numpy()
+    same = bool(np.array_equal(y1, y3, equal_nan=True))
+    chk = check_output(y3, ref, dtype, "fff")
+    return chk, same, ref
+
+
+def section_shapes(quick):
+    log("== shapes: fff-cuda (v4 default) and fff-cuda-v3 against float64")
+    shapes = [fb.FFF(width=768, depth=11), fb.FFF(width=768, depth=0), fb.FFF(width=768, depth=3),
+              fb.FFF(width=768, depth=5), fb.FFF(width=512, depth=7), fb.FFF(width=256, depth=12),
+              fb.FFF(width=1024, depth=9), fb.FFF(width=768, depth=14), fb.FFF(width=256, depth=5, trees=3),
+              fb.FFF(width=100, depth=5, trees=3), fb.FFF(width=128, depth=4, out_width=37)]
+    batches = [1, 7, 256, 257, 777, 4096] if not quick else [1, 777]
+    for layer in shapes:
+        w = layer.init_weights(5)
+        for B in batches:
+            if layer.depth >= 14 and B > 1000:
+                continue
+            x = fb.make_input("gaussian", B, layer.width, seed=B)
+            ref = Reference.compute(layer, w, x)
+            for dtype in ("float32", "bfloat16"):
+                if dtype == "bfloat16" and B not in (1, 777, 4096):
+                    continue
+                for name in ("fff-cuda", "fff-cuda-v3"):
+                    if name == "fff-cuda-v3" and (dtype == "bfloat16" or B not in (1, 777)):
+                        continue
+                    try:
+                        kern = fb.get_backend(name).build(layer, w, device="cuda", dtype=dtype)
+                        xt = torch.as_tensor(x).to("cuda", TDT[dtype])
+                        chk, same, _ = check_kernel(kern.fn, layer, w, x, xt, dtype, ref)
+                        ok = chk.passed and same
+                        msg = f"err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}" + ("" if same else " CALLS DIFFER")
+                        ROWS.append(dict(section="shapes", layer=layer.label, batch=B, dtype=dtype, backend=name,
+                                         ok=ok, rel_err=chk.rel_err, agree=chk.path_agreement, reason=chk.reason,
+                                         impl=kern.describe()))
+                        if not ok or (B in (1, 4096) and name == "fff-cuda"):
+                            log(f"  {'ok  ' if ok else 'FAIL'} {layer.label:22s} B={B:5d} {dtype:8s} {name:11s} {msg} "
+                                f"{chk.reason} | {kern.describe()[:90]}")
+                        if not ok and name == "fff-cuda":
+                            diagnose(kern.fn, layer, w, x, B)
+                    except Exception as e:  # keep going: one broken case must not hide the others
+                        log(f"  ERROR {layer.label} B={B} {dtype} {name}: {type(e).__name__}: {e}")
+                        ROWS.append(dict(section="shapes", layer=layer.label, batch=B, dtype=dtype, backend=name,
+                                         ok=False, reason=f"{type(e).__name__}: {e}"))
+    n_bad = sum(1 for r in ROWS if r["section"] == "shapes" and not r["ok"])
+    log(f"  shapes: {n_bad} failures of {sum(1 for r in ROWS if r['section'] == 'shapes')}")
+
+
+#: (label, FffOptimized options) timed at B = 16384
+MAIN_VARIANTS = [("v3", dict(variant="v3")),
+                 ("v4", dict(variant="v4")),
+                 ("v4 no-PDL", dict(variant="v4", pdl=False)),
+                 ("v4 L2 evict_last x (stages 0-1), evict_first (last)", dict(variant="v4", hints=(1, 2))),
+                 ("v4 2 warps/block", dict(variant="v4", warps=2)),
+                 ("v4 3 warps/block", dict(variant="v4", warps=3))]
+
+
+def section_main(B, variants):
+    layer = fb.FFF(width=768, depth=11)
+    w = layer.init_weights(0)
+    x = fb.make_input("gaussian", B, 768, seed=1)
+    ref = Reference.compute(layer, w, x)
+    log(f"== main: B={B} d=768 1x11")
+    for dtype in ("float32", "bfloat16"):
+        xt = torch.as_tensor(x).to("cuda", TDT[dtype])
+        for label, opts in variants:
+            try:
+                k = FffOptimized(layer, w, "cuda", dtype, **opts)
+                chk, same, _ = check_kernel(k, layer, w, x, xt, dtype, ref)
+                call = functools.partial(k, xt)
+                gy = graph_output(call)
+                gchk = check_output(gy, ref, dtype, "fff")
+                eager, graph = bench(call), bench(call, graph=True)
+                bd = kernel_breakdown(call)
+                ok = chk.passed and same and gchk.passed
+                ROWS.append(dict(section="main", dtype=dtype, variant=label, batch=B, eager_us=eager, graph_us=graph,
+                                 ok=ok, rel_err=chk.rel_err, agree=chk.path_agreement, graph_ok=gchk.passed,
+                                 same_calls=same, reason=chk.reason, kernels=bd, impl=k.describe()))
+                log(f"  {dtype:8s} {label:52s} eager {eager:7.1f} graph {graph:7.1f} us  ok={ok} "
+                    f"err={chk.rel_err:.1e} agree={chk.path_agreement:.4f} {chk.reason}")
+                log(f"      kernels {bd.get('kernels')} sum {bd.get('sum')} span {bd.get('span')}")
+                if not ok:
+                    log(f"      same_calls={same} graph_ok={gchk.passed} {gchk.reason}")
+                    if opts.get("variant") == "v4":
+                        diagnose(k, layer, w, x, B)
+            except Exception:
+                log(f"  ERROR {dtype} {label}:\n{traceback.format_exc()}")
+        try:  # the public API, as the harness times it
+            import triton.testing
+
+            for name in ("fff-cuda", "fff-cuda-v3"):
+                kern = fb.get_backend(name).build(layer, w, device="cuda", dtype=dtype)
+                xn = kern.prepare(x)
+                t = triton.testing.do_bench(lambda kern=kern, xn=xn: kern.run(xn), warmup=50, rep=300,
+                                            return_mode="median") * 1e3
+                ROWS.append(dict(section="do_bench", dtype=dtype, backend=name, batch=B, us=t, impl=kern.describe()))
+                log(f"  do_bench {name:11s} {dtype:8s} Kernel.run median {t:7.1f} us | {kern.describe()[:100]}")
+        except Exception:
+            log(f"  ERROR do_bench:\n{traceback.format_exc()}")
+
+
+def section_small():
+    layer = fb.FFF(width=768, depth=11)
+    w = layer.init_weights(0)
+    log("== small batches (graph / eager, us)")
+    for dtype in ("float32", "bfloat16"):
+        for B in (1, 16, 64, 256, 1024, 4096):
+            x = fb.make_input("gaussian", B, 768, seed=B)
+            xt = torch.as_tensor(x).to("cuda", TDT[dtype])
+            ref = Reference.compute(layer, w, x)
+            confs = [("v3", dict(variant="v3")), ("v4 staged", dict(variant="v4", small_max=0)),
+                     ("v4 one-launch spec 2", dict(variant="v4", small_max=1 << 30, spec=2))]
+            if B <= 64:
+                confs += [("v4 one-launch spec 1", dict(variant="v4", small_max=1 << 30, spec=1)),
+                          ("v4 one-launch spec 3", dict(variant="v4", small_max=1 << 30, spec=3))]
+            line = []
+            for label, opts in confs:
+                try:
+                    k = FffOptimized(layer, w, "cuda", dtype, **opts)
+                    chk, same, _ = check_kernel(k, layer, w, x, xt, dtype, ref)
+                    call = functools.partial(k, xt)
+                    g, e = bench(call, graph=True, reps=300), bench(call, reps=300)
+                    ok = chk.passed and same
+                    ROWS.append(dict(section="small", dtype=dtype, batch=B, variant=label, graph_us=g, eager_us=e,
+                                     ok=ok, rel_err=chk.rel_err, agree=chk.path_agreement))
+                    line.append(f"{label}: {g:6.1f}/{e:6.1f}{'' if ok else ' FAIL ' + chk.reason}")
+                except Exception as ex:
+                    line.append(f"{label}: ERROR {type(ex).__name__}: {ex}")
+            log(f"  {dtype:8s} B={B:5d}  " + " | ".join(line))
+
+
+def section_dense(B=16384):
+    log("== dense FF and streaming anchors")
+    x = fb.make_input("gaussian", B, 768, seed=1)
+    for dtype in ("float32", "bfloat16"):
+        ff = fb.FF(width=768, hidden=3072)
+        k = fb.get_backend("ff-dense").build(ff, ff.init_weights(0), device="cuda", dtype=dtype)
+        us = bench(functools.partial(k.run, k.prepare(x)), reps=50)
+        ROWS.append(dict(section="dense", dtype=dtype, backend="ff-dense", hidden=3072, us=us))
+        log(f"  ff-dense H=3072 {dtype:8s} {us:8.1f} us")
+        xt = torch.as_tensor(x).to("cuda", TDT[dtype])
+        yt = torch.empty_like(xt)
+        rd = bench(lambda xt=xt: xt.sum(dtype=torch.float32))
+        cp = bench(lambda xt=xt, yt=yt: yt.copy_(xt))
+        ROWS.append(dict(section="anchor", dtype=dtype, read_x_us=rd, copy_x_us=cp))
+        log(f"  {dtype:8s} read x (sum) {rd:6.1f} us   copy x -> y {cp:6.1f} us   ({xt.numel() * xt.element_size() / 1e6:.0f} MB each)")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16384)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--naive", action="store_true", help="also time the naive FF at B = 1024, 4096, 16384")
+    ap.add_argument("--sections", default="shapes,main,small,dense")
+    ap.add_argument("--quick", action="store_true", help="fewer shapes and batches")
+    ap.add_argument("--variants", default="", help="comma-separated labels of MAIN_VARIANTS (default: all)")
     args = ap.parse_args()
-    B, layer = args.batch, fb.FFF(width=768, depth=11)
-    w = layer.init_weights(0)
-    x = fb.make_input("gaussian", B, 768, seed=1)
-    ref = Reference.compute(layer, w, x)
-    rows = []
-    print(f"{torch.cuda.get_device_name()}  B={B}  d=768  1x11", flush=True)
-    for dtype in ("float32", "bfloat16"):
-        tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-        xt = torch.as_tensor(x).to("cuda", tdt)
-        for variant, opts in VARIANTS:
-            k = FffOptimized(layer, w, "cuda", dtype, variant=variant, **opts)
-            chk = check_output(k(xt).float().cpu().numpy(), ref, dtype, "fff")
-            call = functools.partial(k, xt)
-            for graph in (False, True):
-                us = bench(call, graph=graph)
-                rows.append(dict(dtype=dtype, variant=variant, **opts, graph=graph,
-                                 us=us, ok=chk.passed, rel_err=chk.rel_err, agree=chk.path_agreement))
-                print(f"fff-cuda {dtype:8s} {variant:3s} {opts!s:55s} graph={graph!s:5s} {us:8.1f} us "
-                      f"ok={chk.passed} err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}", flush=True)
-            print("    kernels (us/call):", kernel_times(call), flush=True)
-        if dtype == "float32":  # the paper's naive level exists in float32 only
-            k = fb.get_backend("fff-cuda-naive").build(layer, w, device="cuda", dtype=dtype)
-            us = bench(functools.partial(k.run, k.prepare(x)), reps=20)
-            rows.append(dict(dtype=dtype, backend="fff-cuda-naive", us=us))
-            print(f"fff-cuda-naive {dtype:8s} {us:10.1f} us", flush=True)
-        for h in (3072,):
-            ff = fb.FF(width=768, hidden=h)
-            k = fb.get_backend("ff-dense").build(ff, ff.init_weights(0), device="cuda", dtype=dtype)
-            us = bench(functools.partial(k.run, k.prepare(x)), reps=50)
-            rows.append(dict(dtype=dtype, backend="ff-dense", hidden=h, us=us))
-            print(f"ff-dense H={h} {dtype:8s} {us:10.1f} us", flush=True)
-    if args.naive:
-        naive_ff(rows)
-    with open(os.path.join(args.out, "cuda.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    log(f"{torch.cuda.get_device_name()}  torch {torch.__version__}")
+    t0 = time.time()
+    sections = args.sections.split(",")
+    variants = [v for v in MAIN_VARIANTS if not args.variants or v[0] in args.variants.split(",")]
+    for name in sections:
+        t = time.time()
+        try:
+            {"shapes": lambda: section_shapes(args.quick), "main": lambda: section_main(args.batch, variants),
+             "small": section_small, "dense": section_dense}[name]()
+        except Exception:
+            log(f"ERROR in section {name}:\n{traceback.format_exc()}")
+        log(f"   [{name}: {time.time() - t:.0f} s]")
+        with open(os.path.join(args.out, "cuda.json"), "w") as f:
+            json.dump(ROWS, f, indent=1, default=str)
+    log(f"total {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":
