@@ -7,7 +7,8 @@ Sections:
   main    B = 16384, 1x11: every variant checked (third call, and equal to the first), then timed
           eager and graph (CUDA events, median, warm L2), do_bench on Kernel.run for the backends,
           and each kernel's time and the launch gaps from the torch profiler
-  small   B = 1 .. 4096: the one-launch path, the staged path and v3, eager and graph
+  small   B = 1 .. 1024: the one-launch paths, the staged path and v3, eager and graph
+  probe   what the x access patterns stream with loads alone
   dense   ff-dense (H = 3072) and streaming anchors (read x; copy x to y)
 Numbers go to stdout and DIR/cuda.json. Published numbers come from `fffbench run`; this is for
 choosing the kernel's design and parameters (notes/cuda-kernel.md).
@@ -171,10 +172,54 @@ def section_shapes(quick):
 #: (label, FffOptimized options) timed at B = 16384
 MAIN_VARIANTS = [("v3", dict(variant="v3")),
                  ("v4", dict(variant="v4")),
-                 ("v4 no-PDL", dict(variant="v4", pdl=False)),
+                 ("v4 PDL", dict(variant="v4", pdl=True)),
                  ("v4 L2 evict_last x (stages 0-1), evict_first (last)", dict(variant="v4", hints=(1, 2))),
-                 ("v4 2 warps/block", dict(variant="v4", warps=2)),
-                 ("v4 3 warps/block", dict(variant="v4", warps=3))]
+                 ("v4 x prefetch 8", dict(variant="v4", xdepth=8)),
+                 ("v4 x prefetch 8 in groups of 4", dict(variant="v4", xdepth=8, xgroup=4)),
+                 ("v4 x prefetch 8/4 + L2 hints", dict(variant="v4", xdepth=8, xgroup=4, hints=(1, 2)))]
+
+
+def sm_clock():
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetClockInfo(pynvml.nvmlDeviceGetHandleByIndex(0), pynvml.NVML_CLOCK_SM)
+    except Exception:
+        return -1
+
+
+def section_probe(B=16384):
+    """What the x access patterns stream with loads alone (no arithmetic)."""
+    import ctypes
+
+    from fffbench.backends.cuda_kernels import _lib_v4, _stream
+
+    lib = _lib_v4()
+    log("== probe: x read by access pattern (loads only)")
+    x32 = torch.randn(B, 768, device="cuda")
+    for dtype in ("float32", "bfloat16"):
+        xt = x32.to(TDT[dtype])
+        rb = 768 * xt.element_size()
+        out = torch.empty(B * 32, dtype=torch.int32, device="cuda")
+        confs = [(0, 2, 1, 16), (0, 4, 1, 16), (0, 8, 1, 16), (0, 8, 4, 16), (1, 8, 1, 16), (1, 16, 1, 16),
+                 (1, 32, 1, 16), (1, 16, 1, 4)]
+        line = []
+        for pat, depth, g, rpw in confs:
+            def call(pat=pat, depth=depth, g=g, rpw=rpw, xt=xt, rb=rb, out=out):
+                err = lib.fff_v4_probe(pat, depth, g, ctypes.c_void_p(xt.data_ptr()), B, rb, rpw,
+                                       ctypes.c_void_p(out.data_ptr()), _stream())
+                assert err == 0, err
+            us = bench(call, graph=True)
+            gbs = B * rb / us / 1e3
+            label = (f"frag D{depth} G{g}" if pat == 0 else f"rows512 D{depth} rpw{rpw}")
+            ROWS.append(dict(section="probe", dtype=dtype, conf=label, us=us, gbs=gbs))
+            line.append(f"{label}: {us:5.1f} us {gbs:5.0f} GB/s")
+        log(f"  {dtype:8s} " + " | ".join(line))
+        yt = torch.empty_like(xt)
+        cp = bench(lambda xt=xt, yt=yt: yt.copy_(xt), graph=True)
+        log(f"  {dtype:8s} copy x -> y (graph): {cp:5.1f} us = {2 * B * rb / cp / 1e3:5.0f} GB/s read+write")
+        ROWS.append(dict(section="probe", dtype=dtype, conf="copy", us=cp, gbs=2 * B * rb / cp / 1e3))
 
 
 def section_main(B, variants):
@@ -225,16 +270,20 @@ def section_small():
     layer = fb.FFF(width=768, depth=11)
     w = layer.init_weights(0)
     log("== small batches (graph / eager, us)")
+    t = torch.zeros(1, device="cuda")
+    floor = bench(lambda: t.add_(1), graph=True, reps=300)
+    log(f"  graph replay of one tiny torch kernel (launch floor): {floor:.1f} us, SM clock {sm_clock()} MHz")
+    ROWS.append(dict(section="small", variant="launch floor", graph_us=floor))
     for dtype in ("float32", "bfloat16"):
-        for B in (1, 16, 64, 256, 1024, 4096):
+        for B in (1, 4, 16, 64, 256, 1024):
             x = fb.make_input("gaussian", B, 768, seed=B)
             xt = torch.as_tensor(x).to("cuda", TDT[dtype])
             ref = Reference.compute(layer, w, x)
-            confs = [("v3", dict(variant="v3")), ("v4 staged", dict(variant="v4", small_max=0)),
-                     ("v4 one-launch spec 2", dict(variant="v4", small_max=1 << 30, spec=2))]
-            if B <= 64:
-                confs += [("v4 one-launch spec 1", dict(variant="v4", small_max=1 << 30, spec=1)),
-                          ("v4 one-launch spec 3", dict(variant="v4", small_max=1 << 30, spec=3))]
+            big = 1 << 30
+            confs = [("v3", dict(variant="v3")), ("staged", dict(variant="v4", small_max=0, tiny_max=0)),
+                     ("warp/row s1", dict(variant="v4", small_max=big, tiny_max=0, spec=1)),
+                     ("warp/row s2", dict(variant="v4", small_max=big, tiny_max=0, spec=2)),
+                     ("block/row", dict(variant="v4", small_max=big, tiny_max=big))]
             line = []
             for label, opts in confs:
                 try:
@@ -244,11 +293,11 @@ def section_small():
                     g, e = bench(call, graph=True, reps=300), bench(call, reps=300)
                     ok = chk.passed and same
                     ROWS.append(dict(section="small", dtype=dtype, batch=B, variant=label, graph_us=g, eager_us=e,
-                                     ok=ok, rel_err=chk.rel_err, agree=chk.path_agreement))
-                    line.append(f"{label}: {g:6.1f}/{e:6.1f}{'' if ok else ' FAIL ' + chk.reason}")
+                                     ok=ok, rel_err=chk.rel_err, agree=chk.path_agreement, clock=sm_clock()))
+                    line.append(f"{label}: {g:5.1f}/{e:5.1f}{'' if ok else ' FAIL ' + chk.reason}")
                 except Exception as ex:
                     line.append(f"{label}: ERROR {type(ex).__name__}: {ex}")
-            log(f"  {dtype:8s} B={B:5d}  " + " | ".join(line))
+            log(f"  {dtype:8s} B={B:5d} " + " | ".join(line) + f"  [{sm_clock()} MHz]")
 
 
 def section_dense(B=16384):
@@ -284,7 +333,7 @@ def main():
         t = time.time()
         try:
             {"shapes": lambda: section_shapes(args.quick), "main": lambda: section_main(args.batch, variants),
-             "small": section_small, "dense": section_dense}[name]()
+             "small": section_small, "dense": section_dense, "probe": section_probe}[name]()
         except Exception:
             log(f"ERROR in section {name}:\n{traceback.format_exc()}")
         log(f"   [{name}: {time.time() - t:.0f} s]")

@@ -48,9 +48,10 @@ def _lib_v4():
     lib.fff_v4_supported.argtypes = [I] * 5 + [ctypes.c_char_p, I]
     lib.fff_v4_plan.restype = VP
     lib.fff_v4_plan.argtypes = ([I] * 5 + [VP] * 4 + [I, ctypes.POINTER(I), ctypes.POINTER(I), ctypes.POINTER(VP),
-                                ctypes.POINTER(VP), VP] + [I] * 6 + [ctypes.POINTER(I)])
+                                ctypes.POINTER(VP), VP] + [I] * 8 + [ctypes.POINTER(I)])
     lib.fff_v4_run.argtypes = [VP] * 4
     lib.fff_v4_free.argtypes = [VP]
+    lib.fff_v4_probe.argtypes = [I] * 3 + [VP] + [I] * 3 + [VP, VP]
     return lib
 
 
@@ -129,8 +130,9 @@ def split_level(batch: int, levels: int) -> int:
 
 #: kernel pipelines of FffOptimized, by the mode number the v1-v3 launcher takes (v4 has its own)
 VARIANTS = {"v2-staged": 0, "v1": 1, "v3": 2, "v4": 4}
-#: v4: batches up to this size take the one-launch path (warp per row, no sort)
-SMALL_MAX = 256
+#: v4: batches up to this size take a one-launch path (no sort): a block of 16 warps per row up
+#: to TINY_MAX rows (4 levels per dependent round), else a warp per row
+SMALL_MAX, TINY_MAX = 256, 16
 #: v4: levels per stage of the staged path (15 nodes: one 16-wide MMA tile)
 STAGE_LEVELS = 4
 #: v4: the staged path's slot lists hold 2^level * batch ints per stage; above this it falls back to v3
@@ -172,8 +174,10 @@ class FffOptimized:
     """
 
     def __init__(self, layer, weights, device, dtype, rows_per_block: int = 64, split: int | None = None,
-                 variant: str = "v4", rows_per_warp: int = 1, small_max: int = SMALL_MAX, spec: int = 2,
-                 pdl: bool = True, hints: tuple[int, int] = (0, 0), warps: int = 4):
+                 variant: str = "v4", rows_per_warp: int = 1, small_max: int = SMALL_MAX, tiny_max: int = TINY_MAX,
+                 spec: int = 1,
+                 pdl: bool = False, hints: tuple[int, int] = (0, 0), warps: int = 4, xdepth: int = 4,
+                 xgroup: int = 1):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.layer, self.lib = layer, _lib()
@@ -184,7 +188,9 @@ class FffOptimized:
         self.variant, self.mode, self.rows_per_warp = variant, VARIANTS[variant], rows_per_warp
         self.work: dict[int, tuple] = {}
         self.fast = ctypes.c_int(0)
-        self.small_max, self.spec, self.pdl, self.hints, self.warps = small_max, spec, pdl, tuple(hints), warps
+        self.small_max, self.tiny_max, self.spec = small_max, tiny_max, spec
+        self.pdl, self.hints, self.warps = pdl, tuple(hints), warps
+        self.xdepth, self.xgroup = xdepth, xgroup
         self.v4_reason = None
         self.plans: dict[int, _V4Plan | None] = {}
         self.last = None  # what the last call ran, for describe()
@@ -216,7 +222,7 @@ class FffOptimized:
         if B in self.plans:
             return self.plans[B]
         lay, L = self.layer, self.layer.levels
-        small = B <= self.small_max
+        small = 2 if B <= self.tiny_max else int(B <= self.small_max)
         stages = v4_stages(L)
         slot_ints = sum((1 << l0) * B for l0, _ in stages[1:])
         if not small and slot_ints > MAX_SLOT_INTS:
@@ -239,18 +245,22 @@ class FffOptimized:
         err = ctypes.c_int(0)
         w = self.w
         ptr = self.lib4.fff_v4_plan(self.code, B, lay.width, lay.dout, L, _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]),
-                                    _ptr(tensors["acts"]), n, l0s, nlev, cnts, slotp, _ptr(tensors["done"]), int(small),
-                                    self.spec, int(self.pdl), self.hints[0], self.hints[1], self.warps, ctypes.byref(err))
+                                    _ptr(tensors["acts"]), n, l0s, nlev, cnts, slotp, _ptr(tensors["done"]), small,
+                                    self.spec, int(self.pdl), self.hints[0], self.hints[1], self.warps, self.xdepth,
+                                    self.xgroup, ctypes.byref(err))
         if not ptr:
             raise RuntimeError(f"fff_v4_plan failed: error {err.value}")
-        if small:
+        if small == 2:
+            text = "v4 one-launch path (a block of 16 warps per row, 4 levels per round, no sort)"
+        elif small:
             text = f"v4 one-launch path (warp per row, {self.spec} levels per round, no sort)"
         else:
             bounds = ", ".join(f"[{a},{a + b})" for a, b in stages)
             mma = "3xTF32" if self.dtype == "float32" else "bf16"
             text = (f"v4 staged: stages {bounds}, rows counting-sorted by subtree before each, {mma} tensor-core "
                     f"logits and output, {self.warps} warps x 16 rows per block" + (", PDL" if self.pdl else "")
-                    + (f", L2 hints {self.hints}" if any(self.hints) else ""))
+                    + (f", L2 hints {self.hints}" if any(self.hints) else "")
+                    + (f", x prefetch {self.xdepth} k-blocks in groups of {self.xgroup}" if self.xdepth != 4 else ""))
         plan = self.plans[B] = _V4Plan(self.lib4, ptr, tensors, text)
         return plan
 

@@ -123,31 +123,216 @@ constexpr int TILE = 16;         // rows per warp (the MMA's m)
 constexpr int LGS = 17;          // logits scratch row stride (floats)
 constexpr int AS = 33;           // bag activation matrix row stride (floats)
 constexpr int KMAX = 32;         // path + subtree nodes in the bag, at most
+constexpr int NSLOT = 4;         // bag: W2 chunks in flight (cp.async ring)
+constexpr int CH_BYTES = 256;    // bag: bytes of each W2 row per chunk (64 fp32 / 128 bf16 columns)
+constexpr int CH_STRIDE = CH_BYTES + 32;  // 288 B (72 words, 8 mod 32 banks): conflict-free fragment loads
+constexpr int CH_SLOT = KMAX * CH_STRIDE;
 
 struct WarpScratch { float lg[TILE * LGS]; float a[TILE * AS]; int rows[TILE]; };
 
 template <typename T>
 __host__ __device__ constexpr int w_stride_bytes(int d) { return d * (int)sizeof(T) + 64; }  // 64 B pad: no bank conflicts
 
+// shared memory: a region for the subtree's W1 rows (logits), reused by the W2 ring (bag), then
+// biases, the bag's node list, scan scratch, and per-warp scratch
 template <typename T>
-__host__ __device__ inline size_t stage_smem(int d, int warps) {
-    return (size_t)16 * w_stride_bytes<T>(d) + 16 * sizeof(float) + (KMAX + 32 + 4) * sizeof(int) +
-           (size_t)warps * sizeof(WarpScratch);
+__host__ __device__ inline size_t region_bytes(int d, bool final_) {
+    size_t w = (size_t)16 * w_stride_bytes<T>(d);
+    size_t r = (size_t)NSLOT * CH_SLOT;
+    return final_ && r > w ? r : w;
+}
+template <typename T>
+__host__ __device__ inline size_t stage_smem(int d, int warps, bool final_) {
+    return region_bytes<T>(d, final_) + 16 * sizeof(float) + (KMAX + 32 + 4) * sizeof(int) + (size_t)warps * sizeof(WarpScratch);
 }
 
-// KB = k-blocks of 128 bytes per row (d * sizeof(T) / 128); FINAL: this stage writes y
-template <typename T, int KB, bool FINAL, int DEPTH>
-__global__ void __launch_bounds__(128, Is32<T>::value ? 3 : 4) stage_kernel(StageArgs a) {
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+// The output of one tile (called by every warp of the block, active or not: it has block barriers):
+// y_tile (16 x dout) = A (16 x K) . W2[knode] (K x dout), computed transposed (MMA m = output
+// columns, n = the tile's rows, k = nodes). The block's warps share one group, hence one node
+// list: its W2 rows stream through a ring of NSLOT chunks in shared memory (cp.async, all threads
+// copy), 256 bytes of each row per chunk, so every W2 row is read from L2 once per block.
+template <typename T>
+__device__ __forceinline__ void bag(const StageArgs& a, unsigned char* ring, const int* sKnode, WarpScratch& ws,
+                                    bool active, int nsub, int g_, int t_) {
     constexpr bool F32 = Is32<T>::value;
+    const int K = a.l0 + nsub;
+    const int KR = F32 ? (K + 7) / 8 * 8 : (K + 15) / 16 * 16;  // rows the MMAs read (rows >= K hold zeros)
+    const int nch = a.dout * (int)sizeof(T) / CH_BYTES;
+    const int tid = threadIdx.x;
+    __syncthreads();  // every warp is past its logits: the W1 region is free
+    for (int i = tid; i < NSLOT * (KR - K) * (CH_STRIDE / 16); i += blockDim.x) {
+        const int sl = i / ((KR - K) * (CH_STRIDE / 16)), r = i % ((KR - K) * (CH_STRIDE / 16));
+        *reinterpret_cast<uint4*>(ring + sl * CH_SLOT + (K + r / (CH_STRIDE / 16)) * CH_STRIDE + (r % (CH_STRIDE / 16)) * 16) =
+            make_uint4(0, 0, 0, 0);
+    }
+    auto issue = [&](int c) {
+        unsigned char* slot = ring + (c % NSLOT) * CH_SLOT;
+        for (int i = tid; i < K * (CH_BYTES / 16); i += blockDim.x) {
+            const int k = i / (CH_BYTES / 16), piece = i % (CH_BYTES / 16);
+            cp_async16(slot + k * CH_STRIDE + piece * 16,
+                       static_cast<const unsigned char*>(a.w2) + ((size_t)sKnode[k] * a.dout) * sizeof(T) + c * CH_BYTES + piece * 16);
+        }
+    };
+#pragma unroll
+    for (int c = 0; c < NSLOT - 1; c++) {
+        if (c < nch) issue(c);
+        cp_async_commit();
+    }
+    int yr[4];  // rows 2t, 2t+1, 8+2t, 9+2t of the tile
+#pragma unroll
+    for (int q = 0; q < 4; q++) yr[q] = ws.rows[(q >> 1) * 8 + 2 * t_ + (q & 1)];
+    if constexpr (F32) {
+        float* Y = static_cast<float*>(a.y);
+        const int KS = KR / 8;
+        uint32_t bh[4][2][2], bl[4][2][2];  // [k-step][n-tile][b0/b1]
+#pragma unroll
+        for (int s = 0; s < 4; s++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                split(ws.a[(8 * h + g_) * AS + 8 * s + t_], bh[s][h][0], bl[s][h][0]);
+                split(ws.a[(8 * h + g_) * AS + 8 * s + t_ + 4], bh[s][h][1], bl[s][h][1]);
+            }
+        for (int c = 0; c < nch; c++) {
+            cp_async_wait<NSLOT - 2>();
+            __syncthreads();  // chunk c is in for everyone; everyone is done with chunk c-1's slot
+            if (c + NSLOT - 1 < nch) issue(c + NSLOT - 1);
+            cp_async_commit();
+            if (!active) continue;
+            const unsigned char* slot = ring + (c % NSLOT) * CH_SLOT + 16 * g_;
+            float cc[4][2][4];
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) cc[j][h][e] = 0.f;
+#pragma unroll
+            for (int s = 0; s < 4; s++) {
+                if (s < KS) {
+                    const float4 p0 = *reinterpret_cast<const float4*>(slot + (8 * s + t_) * CH_STRIDE);
+                    const float4 q0 = *reinterpret_cast<const float4*>(slot + (8 * s + t_) * CH_STRIDE + 128);
+                    const float4 p1 = *reinterpret_cast<const float4*>(slot + (8 * s + t_ + 4) * CH_STRIDE);
+                    const float4 q1 = *reinterpret_cast<const float4*>(slot + (8 * s + t_ + 4) * CH_STRIDE + 128);
+                    const float P0[4] = {p0.x, p0.y, p0.z, p0.w}, Q0[4] = {q0.x, q0.y, q0.z, q0.w};
+                    const float P1[4] = {p1.x, p1.y, p1.z, p1.w}, Q1[4] = {q1.x, q1.y, q1.z, q1.w};
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        // m-tile j: row m=g <-> column c0+4g+j, m=g+8 <-> c0+32+4g+j
+                        uint32_t ah[4], al[4];
+                        split(P0[j], ah[0], al[0]);   // (m g,   k t)
+                        split(Q0[j], ah[1], al[1]);   // (m g+8, k t)
+                        split(P1[j], ah[2], al[2]);   // (m g,   k t+4)
+                        split(Q1[j], ah[3], al[3]);   // (m g+8, k t+4)
+#pragma unroll
+                        for (int h = 0; h < 2; h++)
+                            mma3(cc[j][h], ah, al, bh[s][h][0], bh[s][h][1], bl[s][h][0], bl[s][h][1]);
+                    }
+                }
+            }
+            const int c0 = c * 64;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                if (yr[q] < 0) continue;
+                const int h = q >> 1, e = q & 1;
+                float* yp = Y + (size_t)yr[q] * a.dout + c0 + 4 * g_;
+                __stcs(reinterpret_cast<float4*>(yp), make_float4(cc[0][h][e], cc[1][h][e], cc[2][h][e], cc[3][h][e]));
+                __stcs(reinterpret_cast<float4*>(yp + 32), make_float4(cc[0][h][e + 2], cc[1][h][e + 2], cc[2][h][e + 2], cc[3][h][e + 2]));
+            }
+        }
+    } else {
+        __nv_bfloat16* Y = static_cast<__nv_bfloat16*>(a.y);
+        const int KS = KR / 16;
+        uint32_t b[2][2][2];  // [k-step][n-tile][b0/b1]
+#pragma unroll
+        for (int s = 0; s < 2; s++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float* ar = ws.a + (8 * h + g_) * AS + 16 * s + 2 * t_;
+                b[s][h][0] = pack_bf16(ar[0], ar[1]);
+                b[s][h][1] = pack_bf16(ar[8], ar[9]);
+            }
+        for (int c = 0; c < nch; c++) {
+            cp_async_wait<NSLOT - 2>();
+            __syncthreads();
+            if (c + NSLOT - 1 < nch) issue(c + NSLOT - 1);
+            cp_async_commit();
+            if (!active) continue;
+            const unsigned char* slot = ring + (c % NSLOT) * CH_SLOT + 16 * g_;
+            float cc[8][2][4];
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) cc[j][h][e] = 0.f;
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                if (s < KS) {
+                    uint4 U[4], V[4];  // nodes 16s + {2t, 2t+1, 2t+8, 2t+9}; columns c0+8g.. and c0+64+8g..
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        const int k = 16 * s + 2 * t_ + (q & 1) + (q >> 1) * 8;
+                        U[q] = *reinterpret_cast<const uint4*>(slot + k * CH_STRIDE);
+                        V[q] = *reinterpret_cast<const uint4*>(slot + k * CH_STRIDE + 128);
+                    }
+#pragma unroll
+                    for (int j = 0; j < 8; j++) {
+                        // m-tile j: row m=g <-> column c0+8g+j, m=g+8 <-> c0+64+8g+j
+                        const int w = j >> 1;
+                        const uint32_t sel = (j & 1) ? 0x7632u : 0x5410u;
+                        const uint32_t a0 = __byte_perm(word(U[0], w), word(U[1], w), sel);  // (m g,   k 2t,2t+1)
+                        const uint32_t a1 = __byte_perm(word(V[0], w), word(V[1], w), sel);  // (m g+8, k 2t,2t+1)
+                        const uint32_t a2 = __byte_perm(word(U[2], w), word(U[3], w), sel);  // (m g,   k 2t+8,+9)
+                        const uint32_t a3 = __byte_perm(word(V[2], w), word(V[3], w), sel);  // (m g+8, k 2t+8,+9)
+#pragma unroll
+                        for (int h = 0; h < 2; h++) mma_bf16(cc[j][h], a0, a1, a2, a3, b[s][h][0], b[s][h][1]);
+                    }
+                }
+            }
+            const int c0 = c * 128;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                if (yr[q] < 0) continue;
+                const int h = q >> 1, e = q & 1;
+                __nv_bfloat16* yp = Y + (size_t)yr[q] * a.dout + c0 + 8 * g_;
+                uint4 lo, hi;
+                lo.x = pack_bf16(cc[0][h][e], cc[1][h][e]); lo.y = pack_bf16(cc[2][h][e], cc[3][h][e]);
+                lo.z = pack_bf16(cc[4][h][e], cc[5][h][e]); lo.w = pack_bf16(cc[6][h][e], cc[7][h][e]);
+                hi.x = pack_bf16(cc[0][h][e + 2], cc[1][h][e + 2]); hi.y = pack_bf16(cc[2][h][e + 2], cc[3][h][e + 2]);
+                hi.z = pack_bf16(cc[4][h][e + 2], cc[5][h][e + 2]); hi.w = pack_bf16(cc[6][h][e + 2], cc[7][h][e + 2]);
+                __stcs(reinterpret_cast<uint4*>(yp), lo);
+                __stcs(reinterpret_cast<uint4*>(yp + 64), hi);
+            }
+        }
+    }
+    cp_async_wait<0>();
+}
+
+// blocks per SM the register budget is cut for: deep prefetch takes registers; the last stage
+// (more live state in the output product) needs 3 blocks per SM to hold its grid at once
+template <bool F32, bool FINAL, int DEPTH>
+struct MinBlocks { static constexpr int value = DEPTH >= 8 ? 2 : (F32 || FINAL ? 3 : 4); };
+
+// KB = k-blocks of 128 bytes per row (d * sizeof(T) / 128); FINAL: this stage writes y.
+// x is prefetched DEPTH k-blocks ahead in registers, issued in groups of G k-blocks (G = 4: each
+// thread's loads of a row cover 512 contiguous bytes at once).
+template <typename T, int KB, bool FINAL, int DEPTH, int G>
+__global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::value) stage_kernel(StageArgs a) {
+    constexpr bool F32 = Is32<T>::value;
+    static_assert(DEPTH % G == 0, "groups must tile the ring");
     griddep_wait();  // no-op without programmatic dependent launch
     if (a.trigger) griddep_launch();  // only when the whole grid is resident (see fff_v4_plan)
     extern __shared__ __align__(16) unsigned char smem[];
     const int sw = w_stride_bytes<T>(a.d);
-    unsigned char* sW = smem;                                         // 16 rows of W1, sw bytes each
-    float* sB = reinterpret_cast<float*>(smem + 16 * sw);             // 16 biases
-    int* sKnode = reinterpret_cast<int*>(sB + 16);                     // bag: node of each k
-    int* sScan = sKnode + KMAX;                                        // 32
-    int* sInfo = sScan + 32;                                           // group, first position, rows in group
+    unsigned char* sW = smem;                                          // W1 rows, then the W2 ring
+    float* sB = reinterpret_cast<float*>(smem + region_bytes<T>(a.d, FINAL));  // 16 biases
+    int* sKnode = reinterpret_cast<int*>(sB + 16);                      // bag: node of each k
+    int* sScan = sKnode + KMAX;                                         // 32
+    int* sInfo = sScan + 32;                                            // group, first position, rows in group, last
     WarpScratch* scratch = reinterpret_cast<WarpScratch*>(sInfo + 4);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
     const int rpb = warps * TILE;
@@ -205,6 +390,7 @@ __global__ void __launch_bounds__(128, Is32<T>::value ? 3 : 4) stage_kernel(Stag
                 *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
             }
         }
+        cp_async_commit();
         if (tid < 16) {
             float b = 0.f;
             if (tid < nsub) {
@@ -234,14 +420,14 @@ __global__ void __launch_bounds__(128, Is32<T>::value ? 3 : 4) stage_kernel(Stag
         ws.rows[lane] = r;
     }
     __syncwarp();
-    const bool active = ws.rows[0] >= 0;
+    const bool active = ws.rows[0] >= 0;  // warp-uniform; inactive warps still take part in barriers
     const int g_ = lane >> 2, t_ = lane & 3;
     int rA = ws.rows[g_], rB = ws.rows[g_ + 8];
     if (rA < 0) rA = ws.rows[0];
     if (rB < 0) rB = ws.rows[0];
     const uint64_t pol = l2_policy(a.hint);
-    const unsigned char* xa = static_cast<const unsigned char*>(a.x) + (size_t)rA * a.d * sizeof(T) + 16 * t_;
-    const unsigned char* xb = static_cast<const unsigned char*>(a.x) + (size_t)rB * a.d * sizeof(T) + 16 * t_;
+    const unsigned char* xa = static_cast<const unsigned char*>(a.x) + (size_t)max(rA, 0) * a.d * sizeof(T) + 16 * t_;
+    const unsigned char* xb = static_cast<const unsigned char*>(a.x) + (size_t)max(rB, 0) * a.d * sizeof(T) + 16 * t_;
 
     uint4 bufA[DEPTH][2], bufB[DEPTH][2];
     if (active) {
@@ -255,232 +441,111 @@ __global__ void __launch_bounds__(128, Is32<T>::value ? 3 : 4) stage_kernel(Stag
     }
     cp_async_wait_all();
     __syncthreads();
-    if (!active) return;
+    if (!FINAL && !active) return;
 
-    // ---- logits of 16 rows x 16 nodes: C[n-tile][4]
-    float acc[2][4];
+    float av[4]; int mv[4];
+    if (active) {
+        // ---- logits of 16 rows x 16 nodes: C[n-tile][4]
+        float acc[2][4];
 #pragma unroll
-    for (int h = 0; h < 2; h++)
+        for (int h = 0; h < 2; h++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) acc[h][e] = 0.f;
-    const unsigned char* w0 = sW + g_ * sw + 16 * t_;
-    const unsigned char* w1p = sW + (g_ + 8) * sw + 16 * t_;
+            for (int e = 0; e < 4; e++) acc[h][e] = 0.f;
+        const unsigned char* w0 = sW + g_ * sw + 16 * t_;
+        const unsigned char* w1p = sW + (g_ + 8) * sw + 16 * t_;
 #pragma unroll
-    for (int kb = 0; kb < KB; kb++) {
-        const int slot = kb % DEPTH;
-        const uint4 A0 = bufA[slot][0], A1 = bufA[slot][1], B0 = bufB[slot][0], B1 = bufB[slot][1];
-        if (kb + DEPTH < KB) {
-            bufA[slot][0] = ld_x(xa + (kb + DEPTH) * 128, pol); bufA[slot][1] = ld_x(xa + (kb + DEPTH) * 128 + 64, pol);
-            bufB[slot][0] = ld_x(xb + (kb + DEPTH) * 128, pol); bufB[slot][1] = ld_x(xb + (kb + DEPTH) * 128 + 64, pol);
-        }
-        const uint4 W00 = *reinterpret_cast<const uint4*>(w0 + kb * 128);
-        const uint4 W01 = *reinterpret_cast<const uint4*>(w0 + kb * 128 + 64);
-        const uint4 W10 = *reinterpret_cast<const uint4*>(w1p + kb * 128);
-        const uint4 W11 = *reinterpret_cast<const uint4*>(w1p + kb * 128 + 64);
-#pragma unroll
-        for (int s = 0; s < 4; s++) {
-            // words 2s, 2s+1 of the 8 this thread holds per row (0-3 first vector, 4-7 second)
-            const uint4& va = s < 2 ? A0 : A1;
-            const uint4& vb = s < 2 ? B0 : B1;
-            const uint4& vw0 = s < 2 ? W00 : W01;
-            const uint4& vw1 = s < 2 ? W10 : W11;
-            const int i0 = (2 * s) & 3, i1 = (2 * s + 1) & 3;
-            if constexpr (F32) {
-                uint32_t ah[4], al[4];
-                split(__uint_as_float(word(va, i0)), ah[0], al[0]);
-                split(__uint_as_float(word(vb, i0)), ah[1], al[1]);
-                split(__uint_as_float(word(va, i1)), ah[2], al[2]);
-                split(__uint_as_float(word(vb, i1)), ah[3], al[3]);
-                uint32_t bh0, bl0, bh1, bl1;
-                split(__uint_as_float(word(vw0, i0)), bh0, bl0);
-                split(__uint_as_float(word(vw0, i1)), bh1, bl1);
-                mma3(acc[0], ah, al, bh0, bh1, bl0, bl1);
-                split(__uint_as_float(word(vw1, i0)), bh0, bl0);
-                split(__uint_as_float(word(vw1, i1)), bh1, bl1);
-                mma3(acc[1], ah, al, bh0, bh1, bl0, bl1);
-            } else {
-                const uint32_t a0 = word(va, i0), a1 = word(vb, i0), a2 = word(va, i1), a3 = word(vb, i1);
-                mma_bf16(acc[0], a0, a1, a2, a3, word(vw0, i0), word(vw0, i1));
-                mma_bf16(acc[1], a0, a1, a2, a3, word(vw1, i0), word(vw1, i1));
+        for (int kb = 0; kb < KB; kb++) {
+            const int slot = kb % DEPTH;
+            const uint4 A0 = bufA[slot][0], A1 = bufA[slot][1], B0 = bufB[slot][0], B1 = bufB[slot][1];
+            if (G == 1) {
+                if (kb + DEPTH < KB) {
+                    bufA[slot][0] = ld_x(xa + (kb + DEPTH) * 128, pol); bufA[slot][1] = ld_x(xa + (kb + DEPTH) * 128 + 64, pol);
+                    bufB[slot][0] = ld_x(xb + (kb + DEPTH) * 128, pol); bufB[slot][1] = ld_x(xb + (kb + DEPTH) * 128 + 64, pol);
+                }
             }
-        }
-    }
-    // C layout: c0 (row g, col 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1); n-tile h adds 8 to the col
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        ws.lg[g_ * LGS + 8 * h + 2 * t_] = acc[h][0];
-        ws.lg[g_ * LGS + 8 * h + 2 * t_ + 1] = acc[h][1];
-        ws.lg[(g_ + 8) * LGS + 8 * h + 2 * t_] = acc[h][2];
-        ws.lg[(g_ + 8) * LGS + 8 * h + 2 * t_ + 1] = acc[h][3];
-    }
-    if (FINAL)
-        for (int i = lane; i < TILE * AS; i += 32) ws.a[i] = 0.f;
-    __syncwarp();
-
-    // ---- walk the stage's levels, one lane per row
-    if (lane < TILE && ws.rows[lane] >= 0) {
-        const int row = ws.rows[lane];
-        int m = 0;
-        float av[4]; int mv[4];
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            if (j < a.nlev) {
-                const float z = ws.lg[lane * LGS + m] + sB[m];
-                av[j] = gelu(z); mv[j] = m;
-                m = 2 * m + 1 + (z > 0.f);
-            }
-        }
-        if (!FINAL) {
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                if (j < a.nlev) a.acts[(size_t)row * a.L + a.l0 + j] = av[j];
-            const int ng = (grp << a.nlev) + (m - nsub);
-            const int rank = atomicAdd(&a.out_cnt[ng], 1);
-            a.out_slots[(size_t)ng * a.cap + rank] = row;
-        } else {
-            for (int k = 0; k < a.l0; k++) ws.a[lane * AS + k] = a.acts[(size_t)row * a.L + k];
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                if (j < a.nlev) ws.a[lane * AS + a.l0 + mv[j]] = av[j];
-        }
-    }
-    if (!FINAL) return;
-    __syncwarp();
-
-    // ---- the output: y_tile (16 x dout) = A (16 x K) . W2[knode] (K x dout), computed transposed:
-    // MMA m = output columns, n = the tile's rows, k = nodes.
-    const int K = a.l0 + nsub;
-    if constexpr (F32) {
-        const float* W2 = static_cast<const float*>(a.w2);
-        float* Y = static_cast<float*>(a.y);
-        const int KS = (K + 7) / 8;
-        uint32_t bh[4][2][2], bl[4][2][2];  // [k-step][n-tile][b0/b1]
-        int off[4][2];
-#pragma unroll
-        for (int s = 0; s < 4; s++) {
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                split(ws.a[(8 * h + g_) * AS + 8 * s + t_], bh[s][h][0], bl[s][h][0]);
-                split(ws.a[(8 * h + g_) * AS + 8 * s + t_ + 4], bh[s][h][1], bl[s][h][1]);
-            }
-            off[s][0] = sKnode[8 * s + t_] * a.dout + 4 * g_;
-            off[s][1] = sKnode[8 * s + t_ + 4] * a.dout + 4 * g_;
-        }
-        int yr[4];  // rows 2t, 2t+1, 8+2t, 9+2t of the tile
-#pragma unroll
-        for (int q = 0; q < 4; q++) yr[q] = ws.rows[(q >> 1) * 8 + 2 * t_ + (q & 1)];
-#pragma unroll 1
-        for (int c0 = 0; c0 < a.dout; c0 += 64) {
-            float c[4][2][4];
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-#pragma unroll
-                for (int h = 0; h < 2; h++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) c[j][h][e] = 0.f;
+            const uint4 W00 = *reinterpret_cast<const uint4*>(w0 + kb * 128);
+            const uint4 W01 = *reinterpret_cast<const uint4*>(w0 + kb * 128 + 64);
+            const uint4 W10 = *reinterpret_cast<const uint4*>(w1p + kb * 128);
+            const uint4 W11 = *reinterpret_cast<const uint4*>(w1p + kb * 128 + 64);
 #pragma unroll
             for (int s = 0; s < 4; s++) {
-                if (s < KS) {
-                    const float4 p0 = __ldg(reinterpret_cast<const float4*>(W2 + off[s][0] + c0));
-                    const float4 q0 = __ldg(reinterpret_cast<const float4*>(W2 + off[s][0] + c0 + 32));
-                    const float4 p1 = __ldg(reinterpret_cast<const float4*>(W2 + off[s][1] + c0));
-                    const float4 q1 = __ldg(reinterpret_cast<const float4*>(W2 + off[s][1] + c0 + 32));
-                    const float P0[4] = {p0.x, p0.y, p0.z, p0.w}, Q0[4] = {q0.x, q0.y, q0.z, q0.w};
-                    const float P1[4] = {p1.x, p1.y, p1.z, p1.w}, Q1[4] = {q1.x, q1.y, q1.z, q1.w};
+                // words 2s, 2s+1 of the 8 this thread holds per row (0-3 first vector, 4-7 second)
+                const uint4& va = s < 2 ? A0 : A1;
+                const uint4& vb = s < 2 ? B0 : B1;
+                const uint4& vw0 = s < 2 ? W00 : W01;
+                const uint4& vw1 = s < 2 ? W10 : W11;
+                const int i0 = (2 * s) & 3, i1 = (2 * s + 1) & 3;
+                if constexpr (F32) {
+                    uint32_t ah[4], al[4];
+                    split(__uint_as_float(word(va, i0)), ah[0], al[0]);
+                    split(__uint_as_float(word(vb, i0)), ah[1], al[1]);
+                    split(__uint_as_float(word(va, i1)), ah[2], al[2]);
+                    split(__uint_as_float(word(vb, i1)), ah[3], al[3]);
+                    uint32_t bh0, bl0, bh1, bl1;
+                    split(__uint_as_float(word(vw0, i0)), bh0, bl0);
+                    split(__uint_as_float(word(vw0, i1)), bh1, bl1);
+                    mma3(acc[0], ah, al, bh0, bh1, bl0, bl1);
+                    split(__uint_as_float(word(vw1, i0)), bh0, bl0);
+                    split(__uint_as_float(word(vw1, i1)), bh1, bl1);
+                    mma3(acc[1], ah, al, bh0, bh1, bl0, bl1);
+                } else {
+                    const uint32_t a0 = word(va, i0), a1 = word(vb, i0), a2 = word(va, i1), a3 = word(vb, i1);
+                    mma_bf16(acc[0], a0, a1, a2, a3, word(vw0, i0), word(vw0, i1));
+                    mma_bf16(acc[1], a0, a1, a2, a3, word(vw1, i0), word(vw1, i1));
+                }
+            }
+            if (G > 1 && kb % G == G - 1) {  // the group just used frees its slots: refill them
 #pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        // m-tile j: row m=g <-> column c0+4g+j, m=g+8 <-> c0+32+4g+j
-                        uint32_t ah[4], al[4];
-                        split(P0[j], ah[0], al[0]);   // (m g,   k t)
-                        split(Q0[j], ah[1], al[1]);   // (m g+8, k t)
-                        split(P1[j], ah[2], al[2]);   // (m g,   k t+4)
-                        split(Q1[j], ah[3], al[3]);   // (m g+8, k t+4)
-#pragma unroll
-                        for (int h = 0; h < 2; h++)
-                            mma3(c[j][h], ah, al, bh[s][h][0], bh[s][h][1], bl[s][h][0], bl[s][h][1]);
+                for (int q = 0; q < G; q++) {
+                    const int nk = kb - G + 1 + q + DEPTH, sl = (kb - G + 1 + q) % DEPTH;
+                    if (nk < KB) {
+                        bufA[sl][0] = ld_x(xa + nk * 128, pol); bufA[sl][1] = ld_x(xa + nk * 128 + 64, pol);
+                        bufB[sl][0] = ld_x(xb + nk * 128, pol); bufB[sl][1] = ld_x(xb + nk * 128 + 64, pol);
                     }
                 }
             }
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                if (yr[q] < 0) continue;
-                const int h = q >> 1, e = q & 1;
-                float* yp = Y + (size_t)yr[q] * a.dout + c0 + 4 * g_;
-                __stcs(reinterpret_cast<float4*>(yp), make_float4(c[0][h][e], c[1][h][e], c[2][h][e], c[3][h][e]));
-                __stcs(reinterpret_cast<float4*>(yp + 32), make_float4(c[0][h][e + 2], c[1][h][e + 2], c[2][h][e + 2], c[3][h][e + 2]));
-            }
         }
-    } else {
-        const __nv_bfloat16* W2 = static_cast<const __nv_bfloat16*>(a.w2);
-        __nv_bfloat16* Y = static_cast<__nv_bfloat16*>(a.y);
-        const int KS = (K + 15) / 16;
-        uint32_t b[2][2][2];  // [k-step][n-tile][b0/b1]
-        int off[2][4];        // nodes 16s + {2t, 2t+1, 2t+8, 2t+9}
+        // C layout: c0 (row g, col 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1); n-tile h adds 8 to the col
 #pragma unroll
-        for (int s = 0; s < 2; s++) {
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const float* ar = ws.a + (8 * h + g_) * AS + 16 * s + 2 * t_;
-                b[s][h][0] = pack_bf16(ar[0], ar[1]);
-                b[s][h][1] = pack_bf16(ar[8], ar[9]);
-            }
-            off[s][0] = sKnode[16 * s + 2 * t_] * a.dout + 8 * g_;
-            off[s][1] = sKnode[16 * s + 2 * t_ + 1] * a.dout + 8 * g_;
-            off[s][2] = sKnode[16 * s + 2 * t_ + 8] * a.dout + 8 * g_;
-            off[s][3] = sKnode[16 * s + 2 * t_ + 9] * a.dout + 8 * g_;
+        for (int h = 0; h < 2; h++) {
+            ws.lg[g_ * LGS + 8 * h + 2 * t_] = acc[h][0];
+            ws.lg[g_ * LGS + 8 * h + 2 * t_ + 1] = acc[h][1];
+            ws.lg[(g_ + 8) * LGS + 8 * h + 2 * t_] = acc[h][2];
+            ws.lg[(g_ + 8) * LGS + 8 * h + 2 * t_ + 1] = acc[h][3];
         }
-        int yr[4];
+        if (FINAL)
+            for (int i = lane; i < TILE * AS; i += 32) ws.a[i] = 0.f;
+        __syncwarp();
+
+        // ---- walk the stage's levels, one lane per row
+        if (lane < TILE && ws.rows[lane] >= 0) {
+            const int row = ws.rows[lane];
+            int m = 0;
 #pragma unroll
-        for (int q = 0; q < 4; q++) yr[q] = ws.rows[(q >> 1) * 8 + 2 * t_ + (q & 1)];
-#pragma unroll 1
-        for (int c0 = 0; c0 < a.dout; c0 += 128) {
-            float c[8][2][4];
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int h = 0; h < 2; h++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) c[j][h][e] = 0.f;
-#pragma unroll
-            for (int s = 0; s < 2; s++) {
-                if (s < KS) {
-                    uint4 U[4], V[4];
-#pragma unroll
-                    for (int q = 0; q < 4; q++) {
-                        U[q] = __ldg(reinterpret_cast<const uint4*>(W2 + off[s][q] + c0));
-                        V[q] = __ldg(reinterpret_cast<const uint4*>(W2 + off[s][q] + c0 + 64));
-                    }
-#pragma unroll
-                    for (int j = 0; j < 8; j++) {
-                        // m-tile j: row m=g <-> column c0+8g+j, m=g+8 <-> c0+64+8g+j
-                        const int w = j >> 1;
-                        const uint32_t sel = (j & 1) ? 0x7632u : 0x5410u;
-                        const uint32_t a0 = __byte_perm(word(U[0], w), word(U[1], w), sel);  // (m g,   k 2t,2t+1)
-                        const uint32_t a1 = __byte_perm(word(V[0], w), word(V[1], w), sel);  // (m g+8, k 2t,2t+1)
-                        const uint32_t a2 = __byte_perm(word(U[2], w), word(U[3], w), sel);  // (m g,   k 2t+8,+9)
-                        const uint32_t a3 = __byte_perm(word(V[2], w), word(V[3], w), sel);  // (m g+8, k 2t+8,+9)
-#pragma unroll
-                        for (int h = 0; h < 2; h++) mma_bf16(c[j][h], a0, a1, a2, a3, b[s][h][0], b[s][h][1]);
-                    }
+            for (int j = 0; j < 4; j++) {
+                if (j < a.nlev) {
+                    const float z = ws.lg[lane * LGS + m] + sB[m];
+                    av[j] = gelu(z); mv[j] = m;
+                    m = 2 * m + 1 + (z > 0.f);
                 }
             }
+            if (!FINAL) {
 #pragma unroll
-            for (int q = 0; q < 4; q++) {
-                if (yr[q] < 0) continue;
-                const int h = q >> 1, e = q & 1;
-                __nv_bfloat16* yp = Y + (size_t)yr[q] * a.dout + c0 + 8 * g_;
-                uint4 lo, hi;
-                lo.x = pack_bf16(c[0][h][e], c[1][h][e]); lo.y = pack_bf16(c[2][h][e], c[3][h][e]);
-                lo.z = pack_bf16(c[4][h][e], c[5][h][e]); lo.w = pack_bf16(c[6][h][e], c[7][h][e]);
-                hi.x = pack_bf16(c[0][h][e + 2], c[1][h][e + 2]); hi.y = pack_bf16(c[2][h][e + 2], c[3][h][e + 2]);
-                hi.z = pack_bf16(c[4][h][e + 2], c[5][h][e + 2]); hi.w = pack_bf16(c[6][h][e + 2], c[7][h][e + 2]);
-                __stcs(reinterpret_cast<uint4*>(yp), lo);
-                __stcs(reinterpret_cast<uint4*>(yp + 64), hi);
+                for (int j = 0; j < 4; j++)
+                    if (j < a.nlev) a.acts[(size_t)row * a.L + a.l0 + j] = av[j];
+                const int ng = (grp << a.nlev) + (m - nsub);
+                const int rank = atomicAdd(&a.out_cnt[ng], 1);
+                a.out_slots[(size_t)ng * a.cap + rank] = row;
+            } else {
+                for (int k = 0; k < a.l0; k++) ws.a[lane * AS + k] = a.acts[(size_t)row * a.L + k];
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    if (j < a.nlev) ws.a[lane * AS + a.l0 + mv[j]] = av[j];
             }
         }
     }
+    if constexpr (FINAL) bag<T>(a, smem, sKnode, ws, active, nsub, g_, t_);
 }
-
 // ------------------------------------------------------------------------------------------
 // small-batch path: one launch, one warp per row, SPEC levels per round computed together
 // ------------------------------------------------------------------------------------------
@@ -604,6 +669,144 @@ __global__ void __launch_bounds__(128) small_kernel(SmallArgs a) {
     for (int v = 0; v < VPL; v++) __stcs(yp + v * 32 + lane, V16<T>::pack(acc + v * N));
 }
 
+
+// ------------------------------------------------------------------------------------------
+// probe: what the x access patterns can stream on their own (loads only, no arithmetic)
+// ------------------------------------------------------------------------------------------
+// PAT 0: the stage kernels' pattern: a warp takes 16 rows, each thread 2 rows x 2 x 16 B per
+// 128-byte k-block, DEPTH k-blocks in flight, refilled in groups of G. PAT 1: a warp takes rpw
+// rows, each load instruction reads 512 contiguous bytes of one row, DEPTH such loads in flight.
+template <int DEPTH, int G, int PAT>
+__global__ void __launch_bounds__(128) probe_kernel(const unsigned char* x, int B, int row_bytes, int rpw, unsigned* out) {
+    const int lane = threadIdx.x & 31, warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    unsigned acc = 0;
+    if (PAT == 0) {
+        if (warp * 16 >= B) return;
+        const int g_ = lane >> 2, t_ = lane & 3, KB = row_bytes / 128;
+        const unsigned char* xa = x + (size_t)(warp * 16 + g_) * row_bytes + 16 * t_;
+        const unsigned char* xb = x + (size_t)(warp * 16 + g_ + 8) * row_bytes + 16 * t_;
+        uint4 buf[DEPTH][4];
+        const uint64_t pol = l2_policy(0);
+#pragma unroll
+        for (int j = 0; j < DEPTH; j++)
+            if (j < KB) { buf[j][0] = ld_x(xa + j * 128, pol); buf[j][1] = ld_x(xa + j * 128 + 64, pol);
+                          buf[j][2] = ld_x(xb + j * 128, pol); buf[j][3] = ld_x(xb + j * 128 + 64, pol); }
+        for (int k0 = 0; k0 < KB; k0 += DEPTH) {
+#pragma unroll
+            for (int j = 0; j < DEPTH; j++) {
+                if (k0 + j < KB)
+#pragma unroll
+                    for (int q = 0; q < 4; q++) acc ^= buf[j][q].x ^ buf[j][q].y ^ buf[j][q].z ^ buf[j][q].w;
+                if ((j + 1) % G == 0)
+#pragma unroll
+                    for (int jj = j + 1 - G; jj <= j; jj++) {
+                        const int nk = k0 + jj + DEPTH;
+                        if (nk < KB) { buf[jj][0] = ld_x(xa + nk * 128, pol); buf[jj][1] = ld_x(xa + nk * 128 + 64, pol);
+                                       buf[jj][2] = ld_x(xb + nk * 128, pol); buf[jj][3] = ld_x(xb + nk * 128 + 64, pol); }
+                    }
+            }
+        }
+    } else {
+        if (warp * rpw >= B) return;
+        const int ppr = row_bytes / 512, n = min(rpw, B - warp * rpw) * ppr;
+        const unsigned char* base = x + (size_t)warp * rpw * row_bytes + 16 * lane;
+        uint4 buf[DEPTH];
+#pragma unroll
+        for (int j = 0; j < DEPTH; j++)
+            if (j < n) buf[j] = __ldg(reinterpret_cast<const uint4*>(base + (j / ppr) * row_bytes + (j % ppr) * 512));
+        for (int i0 = 0; i0 < n; i0 += DEPTH) {
+#pragma unroll
+            for (int j = 0; j < DEPTH; j++) {
+                if (i0 + j < n) acc ^= buf[j].x ^ buf[j].y ^ buf[j].z ^ buf[j].w;
+                const int ni = i0 + j + DEPTH;
+                if (ni < n) buf[j] = __ldg(reinterpret_cast<const uint4*>(base + (ni / ppr) * row_bytes + (ni % ppr) * 512));
+            }
+        }
+    }
+    out[warp * 32 + lane] = acc;
+}
+
+
+// Tiny batches: one block of 16 warps per row. Each round takes 4 levels at once: warp w computes
+// the dot of node w of the 15-node subtree under the current node (all 15 loads in flight
+// together), then one thread walks the 4 levels; 12 levels cost 3 dependent rounds instead of 12.
+// The output: thread t owns 16 bytes of y and sums the L visited W2 rows (all loads in flight).
+template <typename T, int VPL>
+__global__ void __launch_bounds__(512) tiny_kernel(SmallArgs a) {
+    constexpr int N = V16<T>::N, E = VPL * N;
+    __shared__ float sz[16], sg[16];
+    __shared__ int snode[32];
+    __shared__ float sact[32];
+    __shared__ int snext;
+    const int row = blockIdx.x, tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const T* w1 = static_cast<const T*>(a.w1);
+    const T* b1 = static_cast<const T*>(a.b1);
+    const T* w2 = static_cast<const T*>(a.w2);
+    float xr[E];
+    {
+        const uint4* xp = reinterpret_cast<const uint4*>(static_cast<const T*>(a.x) + (size_t)row * a.d);
+#pragma unroll
+        for (int v = 0; v < VPL; v++) V16<T>::unpack(__ldg(xp + v * 32 + lane), xr + v * N);
+    }
+    int n = 0;
+    for (int l = 0; l < a.L; l += 4) {
+        const int S = min(4, a.L - l), nn = (1 << S) - 1;
+        if (w < nn) {
+            const int j = 31 - __clz(w + 1), node = ((n + 1) << j) - 1 + (w + 1 - (1 << j));
+            const uint4* wp = reinterpret_cast<const uint4*>(w1 + (size_t)node * a.d);
+            const float bias = tof(b1[node]);
+            float z0 = 0.f, z1 = 0.f;
+#pragma unroll
+            for (int v = 0; v < VPL; v++) {
+                float wv[N];
+                V16<T>::unpack(__ldg(wp + v * 32 + lane), wv);
+#pragma unroll
+                for (int e = 0; e < N; e += 2) {
+                    z0 = fmaf(xr[v * N + e], wv[e], z0);
+                    z1 = fmaf(xr[v * N + e + 1], wv[e + 1], z1);
+                }
+            }
+            const float z = warp_sum(z0 + z1) + bias;
+            if (lane == 0) { sz[w] = z; sg[w] = gelu(z); }
+        }
+        __syncthreads();
+        if (tid == 0) {
+            int m = 0;
+            for (int j = 0; j < S; j++) {
+                const int jj = 31 - __clz(m + 1);
+                snode[l + j] = ((n + 1) << jj) - 1 + (m + 1 - (1 << jj));
+                sact[l + j] = sg[m];
+                m = 2 * m + 1 + (sz[m] > 0.f);
+            }
+            snext = ((n + 1) << S) - 1 + (m + 1 - (1 << S));
+        }
+        __syncthreads();
+        n = snext;
+    }
+    const int nvec = a.d / N;
+    for (int v = tid; v < nvec; v += blockDim.x) {
+        float acc[N];
+#pragma unroll
+        for (int e = 0; e < N; e++) acc[e] = 0.f;
+        for (int l0 = 0; l0 < a.L; l0 += 16) {
+            uint4 wv[16];
+#pragma unroll
+            for (int q = 0; q < 16; q++)
+                if (l0 + q < a.L) wv[q] = __ldg(reinterpret_cast<const uint4*>(w2 + (size_t)snode[l0 + q] * a.d) + v);
+#pragma unroll
+            for (int q = 0; q < 16; q++)
+                if (l0 + q < a.L) {
+                    float f[N];
+                    V16<T>::unpack(wv[q], f);
+                    const float av = sact[l0 + q];
+#pragma unroll
+                    for (int e = 0; e < N; e++) acc[e] = fmaf(av, f[e], acc[e]);
+                }
+        }
+        __stcs(reinterpret_cast<uint4*>(static_cast<T*>(a.y) + (size_t)row * a.d) + v, V16<T>::pack(acc));
+    }
+}
+
 }  // namespace v4
 
 // ------------------------------------------------------------------------------------------
@@ -614,19 +817,21 @@ using namespace v4;
 static constexpr int MAXST = 8;
 
 struct V4Plan {
-    int dtype, B, d, dout, L, small, spec, pdl, hint0, hint1, nst, warps, sms;
+    int dtype, B, d, dout, L, small, spec, pdl, hint0, hint1, nst, warps, sms, xdepth, xgroup;
     const void *w1, *b1, *w2;
     float* acts;
     int l0[MAXST], nlev[MAXST];
     int* cnt[MAXST];    // cnt[s]: rows per group at the start of stage s (s >= 1)
     int* slots[MAXST];
     int* done;          // MAXST ints, zero
-    size_t smem;
-    int grid[MAXST], resident[MAXST], per_sm;
+    size_t smem_nf, smem_f;
+    int grid[MAXST], resident[MAXST];
 };
 
-template <typename T, int KB, bool FINAL>
-static cudaError_t launch_stage(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
+template <typename T> struct KB768 { static constexpr int value = 768 * (int)sizeof(T) / 128; };
+
+template <typename T, int KB, bool FINAL, int D, int G>
+static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
     StageArgs a;
     a.x = x; a.y = y; a.w1 = p.w1; a.b1 = p.b1; a.w2 = p.w2; a.acts = p.acts;
     a.in_cnt = s > 0 ? p.cnt[s] : nullptr;
@@ -638,32 +843,56 @@ static cudaError_t launch_stage(const V4Plan& p, int s, const void* x, void* y, 
     a.hint = FINAL ? p.hint1 : p.hint0;
     a.trigger = p.pdl && !FINAL && p.resident[s];
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(p.grid[s]); cfg.blockDim = dim3(32 * p.warps); cfg.dynamicSmemBytes = p.smem; cfg.stream = st;
+    cfg.gridDim = dim3(p.grid[s]); cfg.blockDim = dim3(32 * p.warps); cfg.stream = st;
+    cfg.dynamicSmemBytes = FINAL ? p.smem_f : p.smem_nf;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr; cfg.numAttrs = (p.pdl && s > 0) ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, stage_kernel<T, KB, FINAL, 4>, a);
+    return cudaLaunchKernelEx(&cfg, stage_kernel<T, KB, FINAL, D, G>, a);
 }
 
-template <typename T, int KB>
-static cudaError_t setup_stage(size_t smem) {
-    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, false, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e) return e;
-    return cudaFuncSetAttribute(stage_kernel<T, KB, true, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-}
-
-template <typename T, int KB>
-static int per_sm_blocks(int warps, size_t smem) {
+template <typename T, int KB, bool FINAL, int D, int G>
+static int setup_one(const V4Plan& p, size_t smem) {  // blocks per SM, or -(CUDA error)
+    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, FINAL, D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e) return -(int)e;
     int n = 0;
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, false, 4>, 32 * warps, smem);
-    return n;
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, FINAL, D, G>, 32 * p.warps, smem);
+    return e ? -(int)e : n;
+}
+
+// which instantiation stage s runs: the final stage (4, 1); the others (xdepth, xgroup) for d = 768
+template <typename T, int KB>
+static cudaError_t launch_stage(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
+    if (s == p.nst - 1) return launch_one<T, KB, true, 4, 1>(p, s, x, y, st);
+    if constexpr (KB == KB768<T>::value) {
+        if (p.xdepth == 8) return p.xgroup == 4 ? launch_one<T, KB, false, 8, 4>(p, s, x, y, st)
+                                                : launch_one<T, KB, false, 8, 1>(p, s, x, y, st);
+    }
+    return launch_one<T, KB, false, 4, 1>(p, s, x, y, st);
+}
+
+// returns 0 or a CUDA error; fills resident[] (PDL only where a stage's grid fits at once)
+template <typename T, int KB>
+static int setup_stage(V4Plan& p) {
+    int nf = 0;
+    if constexpr (KB == KB768<T>::value) {
+        if (p.xdepth == 8) nf = p.xgroup == 4 ? setup_one<T, KB, false, 8, 4>(p, p.smem_nf) : setup_one<T, KB, false, 8, 1>(p, p.smem_nf);
+        else nf = setup_one<T, KB, false, 4, 1>(p, p.smem_nf);
+    } else {
+        nf = setup_one<T, KB, false, 4, 1>(p, p.smem_nf);
+    }
+    const int f = setup_one<T, KB, true, 4, 1>(p, p.smem_f);
+    if (nf < 0) return -nf;
+    if (f < 0) return -f;
+    for (int s = 0; s < p.nst; s++) p.resident[s] = p.grid[s] <= (s == p.nst - 1 ? f : nf) * p.sms;
+    return 0;
 }
 
 template <typename T, int KB>
 static cudaError_t run_staged(const V4Plan& p, const void* x, void* y, cudaStream_t st) {
     for (int s = 0; s < p.nst; s++) {
-        cudaError_t e = s == p.nst - 1 ? launch_stage<T, KB, true>(p, s, x, y, st) : launch_stage<T, KB, false>(p, s, x, y, st);
+        cudaError_t e = launch_stage<T, KB>(p, s, x, y, st);
         if (e) return e;
     }
     return cudaSuccess;
@@ -673,7 +902,8 @@ template <typename T, int VPL>
 static void run_small(const V4Plan& p, const void* x, void* y, cudaStream_t st) {
     SmallArgs a{x, y, p.w1, p.b1, p.w2, p.B, p.d, p.L};
     const int blocks = (p.B + 3) / 4;
-    if (p.spec >= 3) small_kernel<T, VPL, 3><<<blocks, 128, 0, st>>>(a);
+    if (p.small == 2) tiny_kernel<T, VPL><<<p.B, 512, 0, st>>>(a);
+    else if (p.spec >= 3) small_kernel<T, VPL, 3><<<blocks, 128, 0, st>>>(a);
     else if (p.spec == 2) small_kernel<T, VPL, 2><<<blocks, 128, 0, st>>>(a);
     else small_kernel<T, VPL, 1><<<blocks, 128, 0, st>>>(a);
 }
@@ -705,12 +935,14 @@ int fff_v4_supported(int dtype, int d, int dout, int K, int depth, char* why, in
 // zero) and slots[s] (2^l0[s] * B ints); done (MAXST ints, zero). Returns a plan, or null (error code in *err).
 void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, const void* b1, const void* w2,
                   float* acts, int nst, const int* l0, const int* nlev, void* const* cnt, void* const* slots,
-                  int* done, int small, int spec, int pdl, int hint0, int hint1, int warps, int* err) {
+                  int* done, int small, int spec, int pdl, int hint0, int hint1, int warps, int xdepth, int xgroup,
+                  int* err) {
     *err = 0;
     if (nst < 1 || nst > MAXST || warps < 1 || warps > 4) { *err = -2; return nullptr; }
     V4Plan* p = new V4Plan();
     p->dtype = dtype; p->B = B; p->d = d; p->dout = dout; p->L = L; p->small = small; p->spec = spec;
     p->pdl = pdl; p->hint0 = hint0; p->hint1 = hint1; p->nst = nst; p->warps = warps;
+    p->xdepth = xdepth == 8 ? 8 : 4; p->xgroup = (xdepth == 8 && xgroup == 4) ? 4 : 1;
     p->w1 = w1; p->b1 = b1; p->w2 = w2; p->acts = acts; p->done = done;
     int dev = 0;
     cudaGetDevice(&dev);
@@ -723,30 +955,37 @@ void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, cons
     }
     const int kb = kb_of(dtype, d);
     if (!small) {
-        p->smem = dtype == 1 ? stage_smem<__nv_bfloat16>(d, warps) : stage_smem<float>(d, warps);
-        cudaError_t e = cudaSuccess;
+        p->smem_nf = dtype == 1 ? stage_smem<__nv_bfloat16>(d, warps, false) : stage_smem<float>(d, warps, false);
+        p->smem_f = dtype == 1 ? stage_smem<__nv_bfloat16>(d, warps, true) : stage_smem<float>(d, warps, true);
+        int e = 0;
         if (dtype == 0) {
-            switch (kb) { case 8: e = setup_stage<float, 8>(p->smem); break; case 16: e = setup_stage<float, 16>(p->smem); break;
-                          case 24: e = setup_stage<float, 24>(p->smem); break; case 32: e = setup_stage<float, 32>(p->smem); break; }
+            switch (kb) { case 8: e = setup_stage<float, 8>(*p); break; case 16: e = setup_stage<float, 16>(*p); break;
+                          case 24: e = setup_stage<float, 24>(*p); break; case 32: e = setup_stage<float, 32>(*p); break; }
         } else {
-            switch (kb) { case 4: e = setup_stage<__nv_bfloat16, 4>(p->smem); break; case 8: e = setup_stage<__nv_bfloat16, 8>(p->smem); break;
-                          case 12: e = setup_stage<__nv_bfloat16, 12>(p->smem); break; case 16: e = setup_stage<__nv_bfloat16, 16>(p->smem); break; }
+            switch (kb) { case 4: e = setup_stage<__nv_bfloat16, 4>(*p); break; case 8: e = setup_stage<__nv_bfloat16, 8>(*p); break;
+                          case 12: e = setup_stage<__nv_bfloat16, 12>(*p); break; case 16: e = setup_stage<__nv_bfloat16, 16>(*p); break; }
         }
-        if (e) { *err = (int)e; delete p; return nullptr; }
-        // a stage lets the next one launch early (PDL) only when its whole grid is resident, so that
-        // waiting blocks of the next stage can never hold places its own blocks still need
-        int per_sm = 0;
-        if (dtype == 0) {
-            switch (kb) { case 8: per_sm = per_sm_blocks<float, 8>(warps, p->smem); break; case 16: per_sm = per_sm_blocks<float, 16>(warps, p->smem); break;
-                          case 24: per_sm = per_sm_blocks<float, 24>(warps, p->smem); break; case 32: per_sm = per_sm_blocks<float, 32>(warps, p->smem); break; }
-        } else {
-            switch (kb) { case 4: per_sm = per_sm_blocks<__nv_bfloat16, 4>(warps, p->smem); break; case 8: per_sm = per_sm_blocks<__nv_bfloat16, 8>(warps, p->smem); break;
-                          case 12: per_sm = per_sm_blocks<__nv_bfloat16, 12>(warps, p->smem); break; case 16: per_sm = per_sm_blocks<__nv_bfloat16, 16>(warps, p->smem); break; }
-        }
-        p->per_sm = per_sm;
-        for (int s = 0; s < nst; s++) p->resident[s] = p->grid[s] <= per_sm * p->sms;
+        if (e) { *err = e; delete p; return nullptr; }
     }
     return p;
+}
+
+// pattern 0/1, DEPTH, G as probe_kernel; returns the CUDA error
+int fff_v4_probe(int pat, int depth, int g, const void* x, int B, int row_bytes, int rpw, unsigned* out, void* stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    const unsigned char* xp = static_cast<const unsigned char*>(x);
+    const int warps = pat == 0 ? (B + 15) / 16 : (B + rpw - 1) / rpw, blocks = (warps + 3) / 4;
+    if (pat == 0) {
+        if (depth == 8 && g == 4) probe_kernel<8, 4, 0><<<blocks, 128, 0, st>>>(xp, B, row_bytes, rpw, out);
+        else if (depth == 8) probe_kernel<8, 1, 0><<<blocks, 128, 0, st>>>(xp, B, row_bytes, rpw, out);
+        else if (depth == 2) probe_kernel<2, 1, 0><<<blocks, 128, 0, st>>>(xp, B, row_bytes, rpw, out);
+        else probe_kernel<4, 1, 0><<<blocks, 128, 0, st>>>(xp, B, row_bytes, rpw, out);
+    } else {
+        if (depth == 32) probe_kernel<32, 1, 1><<<blocks, 128, 0, st>>>(xp, B, row_bytes, rpw, out);
+        else if (depth == 8) probe_kernel<8, 1, 1><<<blocks, 128, 0, st>>>(xp, B, row_bytes, rpw, out);
+        else probe_kernel<16, 1, 1><<<blocks, 128, 0, st>>>(xp, B, row_bytes, rpw, out);
+    }
+    return (int)cudaGetLastError();
 }
 
 void fff_v4_free(void* plan) { delete static_cast<V4Plan*>(plan); }
