@@ -48,7 +48,7 @@ def _lib_v4():
     lib.fff_v4_supported.argtypes = [I] * 5 + [ctypes.c_char_p, I]
     lib.fff_v4_plan.restype = VP
     lib.fff_v4_plan.argtypes = ([I] * 5 + [VP] * 4 + [I, ctypes.POINTER(I), ctypes.POINTER(I), ctypes.POINTER(VP),
-                                ctypes.POINTER(VP), VP] + [I] * 8 + [ctypes.POINTER(I)])
+                                ctypes.POINTER(VP), VP] + [I] * 11 + [ctypes.POINTER(I)])
     lib.fff_v4_run.argtypes = [VP] * 4
     lib.fff_v4_free.argtypes = [VP]
     lib.fff_v4_probe.argtypes = [I] * 3 + [VP] + [I] * 3 + [VP, VP]
@@ -176,8 +176,8 @@ class FffOptimized:
     def __init__(self, layer, weights, device, dtype, rows_per_block: int = 64, split: int | None = None,
                  variant: str = "v4", rows_per_warp: int = 1, small_max: int = SMALL_MAX, tiny_max: int = TINY_MAX,
                  spec: int = 1,
-                 pdl: bool = False, hints: tuple[int, int] = (0, 0), warps: int = 4, xdepth: int = 4,
-                 xgroup: int = 1):
+                 pdl: bool = False, hints: tuple[int, int] = (0, 0), tiles: tuple[int, int] = (4, 4),
+                 ksplit: tuple[int, int] = (1, 1), xdepth: int = 4, xgroup: int = 1):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.layer, self.lib = layer, _lib()
@@ -189,7 +189,7 @@ class FffOptimized:
         self.work: dict[int, tuple] = {}
         self.fast = ctypes.c_int(0)
         self.small_max, self.tiny_max, self.spec = small_max, tiny_max, spec
-        self.pdl, self.hints, self.warps = pdl, tuple(hints), warps
+        self.pdl, self.hints, self.tiles, self.ksplit = pdl, tuple(hints), tuple(tiles), tuple(ksplit)
         self.xdepth, self.xgroup = xdepth, xgroup
         self.v4_reason = None
         self.plans: dict[int, _V4Plan | None] = {}
@@ -246,8 +246,8 @@ class FffOptimized:
         w = self.w
         ptr = self.lib4.fff_v4_plan(self.code, B, lay.width, lay.dout, L, _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]),
                                     _ptr(tensors["acts"]), n, l0s, nlev, cnts, slotp, _ptr(tensors["done"]), small,
-                                    self.spec, int(self.pdl), self.hints[0], self.hints[1], self.warps, self.xdepth,
-                                    self.xgroup, ctypes.byref(err))
+                                    self.spec, int(self.pdl), self.hints[0], self.hints[1], *self.tiles, *self.ksplit,
+                                    self.xdepth, self.xgroup, ctypes.byref(err))
         if not ptr:
             raise RuntimeError(f"fff_v4_plan failed: error {err.value}")
         if small == 2:
@@ -258,7 +258,8 @@ class FffOptimized:
             bounds = ", ".join(f"[{a},{a + b})" for a, b in stages)
             mma = "3xTF32" if self.dtype == "float32" else "bf16"
             text = (f"v4 staged: stages {bounds}, rows counting-sorted by subtree before each, {mma} tensor-core "
-                    f"logits and output, {self.warps} warps x 16 rows per block" + (", PDL" if self.pdl else "")
+                    f"logits and output, blocks of {self.tiles[0]} (last stage {self.tiles[1]}) tiles of 16 rows"
+                    + (f", {self.ksplit} warps per tile" if self.ksplit != (1, 1) else "") + (", PDL" if self.pdl else "")
                     + (f", L2 hints {self.hints}" if any(self.hints) else "")
                     + (f", x prefetch {self.xdepth} k-blocks in groups of {self.xgroup}" if self.xdepth != 4 else ""))
         plan = self.plans[B] = _V4Plan(self.lib4, ptr, tensors, text)

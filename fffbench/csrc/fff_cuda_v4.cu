@@ -155,9 +155,9 @@ template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile(
 // columns, n = the tile's rows, k = nodes). The block's warps share one group, hence one node
 // list: its W2 rows stream through a ring of NSLOT chunks in shared memory (cp.async, all threads
 // copy), 256 bytes of each row per chunk, so every W2 row is read from L2 once per block.
-template <typename T>
+template <typename T, int KSPLIT>
 __device__ __forceinline__ void bag(const StageArgs& a, unsigned char* ring, const int* sKnode, WarpScratch& ws,
-                                    bool active, int nsub, int g_, int t_) {
+                                    bool active, int half, int nsub, int g_, int t_) {
     constexpr bool F32 = Is32<T>::value;
     const int K = a.l0 + nsub;
     const int KR = F32 ? (K + 7) / 8 * 8 : (K + 15) / 16 * 16;  // rows the MMAs read (rows >= K hold zeros)
@@ -201,7 +201,7 @@ __device__ __forceinline__ void bag(const StageArgs& a, unsigned char* ring, con
             __syncthreads();  // chunk c is in for everyone; everyone is done with chunk c-1's slot
             if (c + NSLOT - 1 < nch) issue(c + NSLOT - 1);
             cp_async_commit();
-            if (!active) continue;
+            if (!active || c % KSPLIT != half) continue;
             const unsigned char* slot = ring + (c % NSLOT) * CH_SLOT + 16 * g_;
             float cc[4][2][4];
 #pragma unroll
@@ -260,7 +260,7 @@ __device__ __forceinline__ void bag(const StageArgs& a, unsigned char* ring, con
             __syncthreads();
             if (c + NSLOT - 1 < nch) issue(c + NSLOT - 1);
             cp_async_commit();
-            if (!active) continue;
+            if (!active || c % KSPLIT != half) continue;
             const unsigned char* slot = ring + (c % NSLOT) * CH_SLOT + 16 * g_;
             float cc[8][2][4];
 #pragma unroll
@@ -314,14 +314,19 @@ __device__ __forceinline__ void bag(const StageArgs& a, unsigned char* ring, con
 
 // blocks per SM the register budget is cut for: deep prefetch takes registers; the last stage
 // (more live state in the output product) needs 3 blocks per SM to hold its grid at once
-template <bool F32, bool FINAL, int DEPTH>
-struct MinBlocks { static constexpr int value = DEPTH >= 8 ? 2 : (F32 || FINAL ? 3 : 4); };
+template <bool F32, bool FINAL, int DEPTH, int KSPLIT>
+struct MinBlocks { static constexpr int value = KSPLIT > 1 ? 2 : DEPTH >= 8 ? 2 : (F32 || FINAL ? 3 : 4); };
 
 // KB = k-blocks of 128 bytes per row (d * sizeof(T) / 128); FINAL: this stage writes y.
 // x is prefetched DEPTH k-blocks ahead in registers, issued in groups of G k-blocks (G = 4: each
-// thread's loads of a row cover 512 contiguous bytes at once).
-template <typename T, int KB, bool FINAL, int DEPTH, int G>
-__global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::value) stage_kernel(StageArgs a) {
+// thread's loads of a row cover 512 contiguous bytes at once). KSPLIT warps share a 16-row tile,
+// each taking KB / KSPLIT of the k-blocks (more warps, each with a shorter chain); their partial
+// logits meet in shared memory, and in the last stage they take turns over the output's chunks.
+template <typename T, int KB, bool FINAL, int DEPTH, int G, int KSPLIT>
+__global__ void __launch_bounds__(128 * KSPLIT, MinBlocks<Is32<T>::value, FINAL, DEPTH, KSPLIT>::value)
+stage_kernel(StageArgs a) {
+    static_assert(KB % KSPLIT == 0, "k-blocks must split evenly");
+    constexpr int KBH = KB / KSPLIT;
     constexpr bool F32 = Is32<T>::value;
     static_assert(DEPTH % G == 0, "groups must tile the ring");
     griddep_wait();  // no-op without programmatic dependent launch
@@ -335,7 +340,8 @@ __global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::
     int* sInfo = sScan + 32;                                            // group, first position, rows in group, last
     WarpScratch* scratch = reinterpret_cast<WarpScratch*>(sInfo + 4);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
-    const int rpb = warps * TILE;
+    const int rpb = warps / KSPLIT * TILE;
+    const int tile = warp / KSPLIT, half = warp % KSPLIT;
 
     // ---- which group and which rows of it this block takes
     if (a.in_cnt == nullptr) {
@@ -411,10 +417,11 @@ __global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::
         }
     }
 
-    // ---- this warp's rows
+    // ---- this warp's rows (each warp of a tile reads the list: no barrier needed)
     WarpScratch& ws = scratch[warp];
+    WarpScratch& tws = scratch[tile * KSPLIT];  // the tile's shared scratch: partial logits 0, activations
     if (lane < TILE) {
-        const int p = pos0 + warp * TILE + lane;
+        const int p = pos0 + tile * TILE + lane;
         int r = -1;
         if (p < cnt) r = a.in_slots ? a.in_slots[(size_t)grp * a.cap + p] : p;
         ws.rows[lane] = r;
@@ -429,11 +436,13 @@ __global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::
     const unsigned char* xa = static_cast<const unsigned char*>(a.x) + (size_t)max(rA, 0) * a.d * sizeof(T) + 16 * t_;
     const unsigned char* xb = static_cast<const unsigned char*>(a.x) + (size_t)max(rB, 0) * a.d * sizeof(T) + 16 * t_;
 
+    xa += half * KBH * 128;
+    xb += half * KBH * 128;
     uint4 bufA[DEPTH][2], bufB[DEPTH][2];
     if (active) {
 #pragma unroll
         for (int j = 0; j < DEPTH; j++) {
-            if (j < KB) {
+            if (j < KBH) {
                 bufA[j][0] = ld_x(xa + j * 128, pol); bufA[j][1] = ld_x(xa + j * 128 + 64, pol);
                 bufB[j][0] = ld_x(xb + j * 128, pol); bufB[j][1] = ld_x(xb + j * 128 + 64, pol);
             }
@@ -441,9 +450,8 @@ __global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::
     }
     cp_async_wait_all();
     __syncthreads();
-    if (!FINAL && !active) return;
+    if (!FINAL && KSPLIT == 1 && !active) return;
 
-    float av[4]; int mv[4];
     if (active) {
         // ---- logits of 16 rows x 16 nodes: C[n-tile][4]
         float acc[2][4];
@@ -451,14 +459,14 @@ __global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::
         for (int h = 0; h < 2; h++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[h][e] = 0.f;
-        const unsigned char* w0 = sW + g_ * sw + 16 * t_;
-        const unsigned char* w1p = sW + (g_ + 8) * sw + 16 * t_;
+        const unsigned char* w0 = sW + g_ * sw + 16 * t_ + half * KBH * 128;
+        const unsigned char* w1p = sW + (g_ + 8) * sw + 16 * t_ + half * KBH * 128;
 #pragma unroll
-        for (int kb = 0; kb < KB; kb++) {
+        for (int kb = 0; kb < KBH; kb++) {
             const int slot = kb % DEPTH;
             const uint4 A0 = bufA[slot][0], A1 = bufA[slot][1], B0 = bufB[slot][0], B1 = bufB[slot][1];
             if (G == 1) {
-                if (kb + DEPTH < KB) {
+                if (kb + DEPTH < KBH) {
                     bufA[slot][0] = ld_x(xa + (kb + DEPTH) * 128, pol); bufA[slot][1] = ld_x(xa + (kb + DEPTH) * 128 + 64, pol);
                     bufB[slot][0] = ld_x(xb + (kb + DEPTH) * 128, pol); bufB[slot][1] = ld_x(xb + (kb + DEPTH) * 128 + 64, pol);
                 }
@@ -498,7 +506,7 @@ __global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::
 #pragma unroll
                 for (int q = 0; q < G; q++) {
                     const int nk = kb - G + 1 + q + DEPTH, sl = (kb - G + 1 + q) % DEPTH;
-                    if (nk < KB) {
+                    if (nk < KBH) {
                         bufA[sl][0] = ld_x(xa + nk * 128, pol); bufA[sl][1] = ld_x(xa + nk * 128 + 64, pol);
                         bufB[sl][0] = ld_x(xb + nk * 128, pol); bufB[sl][1] = ld_x(xb + nk * 128 + 64, pol);
                     }
@@ -513,18 +521,25 @@ __global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::
             ws.lg[(g_ + 8) * LGS + 8 * h + 2 * t_] = acc[h][2];
             ws.lg[(g_ + 8) * LGS + 8 * h + 2 * t_ + 1] = acc[h][3];
         }
-        if (FINAL)
+        if (FINAL && half == 0)
             for (int i = lane; i < TILE * AS; i += 32) ws.a[i] = 0.f;
-        __syncwarp();
+    }
+    if (KSPLIT > 1) __syncthreads();  // the tile's partial logits are all in
+    else __syncwarp();
+    if (!FINAL && !active) return;
 
+    if (active && half == 0) {
         // ---- walk the stage's levels, one lane per row
         if (lane < TILE && ws.rows[lane] >= 0) {
             const int row = ws.rows[lane];
             int m = 0;
+            float av[4]; int mv[4];
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 if (j < a.nlev) {
-                    const float z = ws.lg[lane * LGS + m] + sB[m];
+                    float z = sB[m];
+#pragma unroll
+                    for (int h = 0; h < KSPLIT; h++) z += scratch[warp + h].lg[lane * LGS + m];
                     av[j] = gelu(z); mv[j] = m;
                     m = 2 * m + 1 + (z > 0.f);
                 }
@@ -544,7 +559,7 @@ __global__ void __launch_bounds__(128, MinBlocks<Is32<T>::value, FINAL, DEPTH>::
             }
         }
     }
-    if constexpr (FINAL) bag<T>(a, smem, sKnode, ws, active, nsub, g_, t_);
+    if constexpr (FINAL) bag<T, KSPLIT>(a, smem, sKnode, tws, active, half, nsub, g_, t_);
 }
 // ------------------------------------------------------------------------------------------
 // small-batch path: one launch, one warp per row, SPEC levels per round computed together
@@ -817,7 +832,8 @@ using namespace v4;
 static constexpr int MAXST = 8;
 
 struct V4Plan {
-    int dtype, B, d, dout, L, small, spec, pdl, hint0, hint1, nst, warps, sms, xdepth, xgroup;
+    int dtype, B, d, dout, L, small, spec, pdl, hint0, hint1, nst, sms, xdepth, xgroup;
+    int tiles[2], ks[2];  // [non-final, final]: 16-row tiles per block, warps per tile
     const void *w1, *b1, *w2;
     float* acts;
     int l0[MAXST], nlev[MAXST];
@@ -830,7 +846,7 @@ struct V4Plan {
 
 template <typename T> struct KB768 { static constexpr int value = 768 * (int)sizeof(T) / 128; };
 
-template <typename T, int KB, bool FINAL, int D, int G>
+template <typename T, int KB, bool FINAL, int D, int G, int KS>
 static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
     StageArgs a;
     a.x = x; a.y = y; a.w1 = p.w1; a.b1 = p.b1; a.w2 = p.w2; a.acts = p.acts;
@@ -843,46 +859,53 @@ static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cu
     a.hint = FINAL ? p.hint1 : p.hint0;
     a.trigger = p.pdl && !FINAL && p.resident[s];
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(p.grid[s]); cfg.blockDim = dim3(32 * p.warps); cfg.stream = st;
+    cfg.gridDim = dim3(p.grid[s]); cfg.blockDim = dim3(32 * p.tiles[FINAL] * KS); cfg.stream = st;
     cfg.dynamicSmemBytes = FINAL ? p.smem_f : p.smem_nf;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr; cfg.numAttrs = (p.pdl && s > 0) ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, stage_kernel<T, KB, FINAL, D, G>, a);
+    return cudaLaunchKernelEx(&cfg, stage_kernel<T, KB, FINAL, D, G, KS>, a);
 }
 
-template <typename T, int KB, bool FINAL, int D, int G>
+template <typename T, int KB, bool FINAL, int D, int G, int KS>
 static int setup_one(const V4Plan& p, size_t smem) {  // blocks per SM, or -(CUDA error)
-    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, FINAL, D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, FINAL, D, G, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e) return -(int)e;
     int n = 0;
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, FINAL, D, G>, 32 * p.warps, smem);
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, FINAL, D, G, KS>, 32 * p.tiles[FINAL] * KS, smem);
     return e ? -(int)e : n;
 }
 
-// which instantiation stage s runs: the final stage (4, 1); the others (xdepth, xgroup) for d = 768
+// which instantiation stage s runs: for d = 768 the plan's prefetch (xdepth, xgroup) and k-split;
+// other widths (4, 1) without k-split
 template <typename T, int KB>
 static cudaError_t launch_stage(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
-    if (s == p.nst - 1) return launch_one<T, KB, true, 4, 1>(p, s, x, y, st);
+    const bool fin = s == p.nst - 1;
     if constexpr (KB == KB768<T>::value) {
-        if (p.xdepth == 8) return p.xgroup == 4 ? launch_one<T, KB, false, 8, 4>(p, s, x, y, st)
-                                                : launch_one<T, KB, false, 8, 1>(p, s, x, y, st);
+        if (fin) return p.ks[1] == 2 ? launch_one<T, KB, true, 4, 1, 2>(p, s, x, y, st) : launch_one<T, KB, true, 4, 1, 1>(p, s, x, y, st);
+        if (p.ks[0] == 2) return launch_one<T, KB, false, 4, 1, 2>(p, s, x, y, st);
+        if (p.xdepth == 8) return p.xgroup == 4 ? launch_one<T, KB, false, 8, 4, 1>(p, s, x, y, st)
+                                                : launch_one<T, KB, false, 8, 1, 1>(p, s, x, y, st);
+        return launch_one<T, KB, false, 4, 1, 1>(p, s, x, y, st);
+    } else {
+        return fin ? launch_one<T, KB, true, 4, 1, 1>(p, s, x, y, st) : launch_one<T, KB, false, 4, 1, 1>(p, s, x, y, st);
     }
-    return launch_one<T, KB, false, 4, 1>(p, s, x, y, st);
 }
 
 // returns 0 or a CUDA error; fills resident[] (PDL only where a stage's grid fits at once)
 template <typename T, int KB>
 static int setup_stage(V4Plan& p) {
-    int nf = 0;
+    int nf = 0, f = 0;
     if constexpr (KB == KB768<T>::value) {
-        if (p.xdepth == 8) nf = p.xgroup == 4 ? setup_one<T, KB, false, 8, 4>(p, p.smem_nf) : setup_one<T, KB, false, 8, 1>(p, p.smem_nf);
-        else nf = setup_one<T, KB, false, 4, 1>(p, p.smem_nf);
+        if (p.ks[0] == 2) nf = setup_one<T, KB, false, 4, 1, 2>(p, p.smem_nf);
+        else if (p.xdepth == 8) nf = p.xgroup == 4 ? setup_one<T, KB, false, 8, 4, 1>(p, p.smem_nf) : setup_one<T, KB, false, 8, 1, 1>(p, p.smem_nf);
+        else nf = setup_one<T, KB, false, 4, 1, 1>(p, p.smem_nf);
+        f = p.ks[1] == 2 ? setup_one<T, KB, true, 4, 1, 2>(p, p.smem_f) : setup_one<T, KB, true, 4, 1, 1>(p, p.smem_f);
     } else {
-        nf = setup_one<T, KB, false, 4, 1>(p, p.smem_nf);
+        nf = setup_one<T, KB, false, 4, 1, 1>(p, p.smem_nf);
+        f = setup_one<T, KB, true, 4, 1, 1>(p, p.smem_f);
     }
-    const int f = setup_one<T, KB, true, 4, 1>(p, p.smem_f);
     if (nf < 0) return -nf;
     if (f < 0) return -f;
     for (int s = 0; s < p.nst; s++) p.resident[s] = p.grid[s] <= (s == p.nst - 1 ? f : nf) * p.sms;
@@ -935,28 +958,32 @@ int fff_v4_supported(int dtype, int d, int dout, int K, int depth, char* why, in
 // zero) and slots[s] (2^l0[s] * B ints); done (MAXST ints, zero). Returns a plan, or null (error code in *err).
 void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, const void* b1, const void* w2,
                   float* acts, int nst, const int* l0, const int* nlev, void* const* cnt, void* const* slots,
-                  int* done, int small, int spec, int pdl, int hint0, int hint1, int warps, int xdepth, int xgroup,
-                  int* err) {
+                  int* done, int small, int spec, int pdl, int hint0, int hint1, int tiles_nf, int tiles_f,
+                  int ks_nf, int ks_f, int xdepth, int xgroup, int* err) {
     *err = 0;
-    if (nst < 1 || nst > MAXST || warps < 1 || warps > 4) { *err = -2; return nullptr; }
+    if (nst < 1 || nst > MAXST || tiles_nf < 1 || tiles_nf > 4 || tiles_f < 1 || tiles_f > 4) { *err = -2; return nullptr; }
     V4Plan* p = new V4Plan();
     p->dtype = dtype; p->B = B; p->d = d; p->dout = dout; p->L = L; p->small = small; p->spec = spec;
-    p->pdl = pdl; p->hint0 = hint0; p->hint1 = hint1; p->nst = nst; p->warps = warps;
+    p->pdl = pdl; p->hint0 = hint0; p->hint1 = hint1; p->nst = nst;
+    const bool k768 = kb_of(dtype, d) == (dtype == 1 ? 12 : 24);
+    p->tiles[0] = tiles_nf; p->tiles[1] = tiles_f;
+    p->ks[0] = k768 && ks_nf == 2 ? 2 : 1; p->ks[1] = k768 && ks_f == 2 ? 2 : 1;
     p->xdepth = xdepth == 8 ? 8 : 4; p->xgroup = (xdepth == 8 && xgroup == 4) ? 4 : 1;
     p->w1 = w1; p->b1 = b1; p->w2 = w2; p->acts = acts; p->done = done;
     int dev = 0;
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&p->sms, cudaDevAttrMultiProcessorCount, dev);
-    const int rpb = 16 * warps;
     for (int s = 0; s < nst; s++) {
+        const int rpb = 16 * p->tiles[s == nst - 1];
         p->l0[s] = l0[s]; p->nlev[s] = nlev[s];
         p->cnt[s] = static_cast<int*>(cnt[s]); p->slots[s] = static_cast<int*>(slots[s]);
         p->grid[s] = s == 0 ? (B + rpb - 1) / rpb : (B + rpb - 1) / rpb + (1 << l0[s]);
     }
     const int kb = kb_of(dtype, d);
     if (!small) {
-        p->smem_nf = dtype == 1 ? stage_smem<__nv_bfloat16>(d, warps, false) : stage_smem<float>(d, warps, false);
-        p->smem_f = dtype == 1 ? stage_smem<__nv_bfloat16>(d, warps, true) : stage_smem<float>(d, warps, true);
+        const int wn = p->tiles[0] * p->ks[0], wf = p->tiles[1] * p->ks[1];
+        p->smem_nf = dtype == 1 ? stage_smem<__nv_bfloat16>(d, wn, false) : stage_smem<float>(d, wn, false);
+        p->smem_f = dtype == 1 ? stage_smem<__nv_bfloat16>(d, wf, true) : stage_smem<float>(d, wf, true);
         int e = 0;
         if (dtype == 0) {
             switch (kb) { case 8: e = setup_stage<float, 8>(*p); break; case 16: e = setup_stage<float, 16>(*p); break;
