@@ -77,9 +77,10 @@ def test_cuda_backend_matches_reference(name, layer, batch):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("batch", [1, 300, 16384])
 @pytest.mark.parametrize("variant,opts", [("v1", {}), ("v2-staged", {}), ("v3", {}), ("v3", dict(rows_per_warp=2)),
-                                          ("v3", dict(rows_per_warp=4)), ("v4", {}), ("v4", dict(pdl=False)),
-                                          ("v4", dict(small_max=0)), ("v4", dict(small_max=1 << 30, spec=3)),
-                                          ("v4", dict(warps=2, hints=(1, 2)))])
+                                          ("v3", dict(rows_per_warp=4)), ("v4", {}), ("v4", dict(pdl=True)),
+                                          ("v4", dict(small_max=0, tiny_max=0)),
+                                          ("v4", dict(small_max=1 << 30, tiny_max=0, spec=3)),
+                                          ("v4", dict(tiles=(2, 3, 2), ksplit=(2, 2, 2), hints=(0, 0)))])
 def test_fff_cuda_variants_match_reference(dtype, batch, variant, opts):
     import torch
 

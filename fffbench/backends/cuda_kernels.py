@@ -48,7 +48,7 @@ def _lib_v4():
     lib.fff_v4_supported.argtypes = [I] * 5 + [ctypes.c_char_p, I]
     lib.fff_v4_plan.restype = VP
     lib.fff_v4_plan.argtypes = ([I] * 5 + [VP] * 4 + [I, ctypes.POINTER(I), ctypes.POINTER(I), ctypes.POINTER(VP),
-                                ctypes.POINTER(VP), VP] + [I] * 11 + [ctypes.POINTER(I)])
+                                ctypes.POINTER(VP), VP] + [I] * 5 + [ctypes.POINTER(I)] * 2 + [I, I, VP, ctypes.POINTER(I)])
     lib.fff_v4_run.argtypes = [VP] * 4
     lib.fff_v4_free.argtypes = [VP]
     lib.fff_v4_probe.argtypes = [I] * 3 + [VP] + [I] * 3 + [VP, VP]
@@ -130,9 +130,14 @@ def split_level(batch: int, levels: int) -> int:
 
 #: kernel pipelines of FffOptimized, by the mode number the v1-v3 launcher takes (v4 has its own)
 VARIANTS = {"v2-staged": 0, "v1": 1, "v3": 2, "v4": 4}
-#: v4: batches up to this size take a one-launch path (no sort): a block of 16 warps per row up
-#: to TINY_MAX rows (4 levels per dependent round), else a warp per row
-SMALL_MAX, TINY_MAX = 256, 16
+#: v4: batches up to SMALL_MAX[dtype] rows take a one-launch path (no sort): a block of 16 warps per
+#: row up to TINY_MAX rows (4 levels per dependent round), else a warp per row. Chosen from H200
+#: measurements (notes/cuda-kernel.md): the staged path's three launches and per-block chains cost
+#: more than per-row weight loads until about 8192 rows in fp32 and 4096 in bf16.
+SMALL_MAX, TINY_MAX = {"float32": 8192, "bfloat16": 4096}, 256
+#: v4 staged defaults: L2 hints (x evict-last in the first stages, evict-first in the last) and
+#: warps per 16-row tile for the first / middle / last stage
+HINTS, KSPLIT = (1, 2), (2, 1, 1)
 #: v4: levels per stage of the staged path (15 nodes: one 16-wide MMA tile)
 STAGE_LEVELS = 4
 #: v4: the staged path's slot lists hold 2^level * batch ints per stage; above this it falls back to v3
@@ -174,10 +179,10 @@ class FffOptimized:
     """
 
     def __init__(self, layer, weights, device, dtype, rows_per_block: int = 64, split: int | None = None,
-                 variant: str = "v4", rows_per_warp: int = 1, small_max: int = SMALL_MAX, tiny_max: int = TINY_MAX,
+                 variant: str = "v4", rows_per_warp: int = 1, small_max: int | None = None, tiny_max: int = TINY_MAX,
                  spec: int = 1,
-                 pdl: bool = False, hints: tuple[int, int] = (0, 0), tiles: tuple[int, int] = (4, 4),
-                 ksplit: tuple[int, int] = (1, 1), xdepth: int = 4, xgroup: int = 1):
+                 pdl: bool = False, hints: tuple[int, int] = HINTS, tiles: tuple[int, int, int] = (4, 4, 4),
+                 ksplit: tuple[int, int, int] = KSPLIT, xdepth: int = 4, xgroup: int = 1, trace: bool = False):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.layer, self.lib = layer, _lib()
@@ -188,8 +193,10 @@ class FffOptimized:
         self.variant, self.mode, self.rows_per_warp = variant, VARIANTS[variant], rows_per_warp
         self.work: dict[int, tuple] = {}
         self.fast = ctypes.c_int(0)
-        self.small_max, self.tiny_max, self.spec = small_max, tiny_max, spec
+        self.small_max = SMALL_MAX.get(dtype, 4096) if small_max is None else small_max
+        self.tiny_max, self.spec = tiny_max, spec
         self.pdl, self.hints, self.tiles, self.ksplit = pdl, tuple(hints), tuple(tiles), tuple(ksplit)
+        self.trace = trace
         self.xdepth, self.xgroup = xdepth, xgroup
         self.v4_reason = None
         self.plans: dict[int, _V4Plan | None] = {}
@@ -230,6 +237,8 @@ class FffOptimized:
             return None
         i32 = torch.int32
         tensors = {"acts": torch.empty(max(1, B * L), device=device), "done": torch.zeros(8, dtype=i32, device=device)}
+        if self.trace:
+            tensors["trace"] = torch.zeros(8 * 1024 * 8, dtype=torch.int64, device=device)
         cnt, slots = [None], [None]
         if not small:
             for s, (l0, _) in enumerate(stages[1:], 1):
@@ -246,8 +255,9 @@ class FffOptimized:
         w = self.w
         ptr = self.lib4.fff_v4_plan(self.code, B, lay.width, lay.dout, L, _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]),
                                     _ptr(tensors["acts"]), n, l0s, nlev, cnts, slotp, _ptr(tensors["done"]), small,
-                                    self.spec, int(self.pdl), self.hints[0], self.hints[1], *self.tiles, *self.ksplit,
-                                    self.xdepth, self.xgroup, ctypes.byref(err))
+                                    self.spec, int(self.pdl), self.hints[0], self.hints[1], (I * 3)(*self.tiles),
+                                    (I * 3)(*self.ksplit), self.xdepth, self.xgroup,
+                                    _ptr(tensors["trace"]) if self.trace else None, ctypes.byref(err))
         if not ptr:
             raise RuntimeError(f"fff_v4_plan failed: error {err.value}")
         if small == 2:
@@ -258,9 +268,10 @@ class FffOptimized:
             bounds = ", ".join(f"[{a},{a + b})" for a, b in stages)
             mma = "3xTF32" if self.dtype == "float32" else "bf16"
             text = (f"v4 staged: stages {bounds}, rows counting-sorted by subtree before each, {mma} tensor-core "
-                    f"logits and output, blocks of {self.tiles[0]} (last stage {self.tiles[1]}) tiles of 16 rows"
-                    + (f", {self.ksplit} warps per tile" if self.ksplit != (1, 1) else "") + (", PDL" if self.pdl else "")
-                    + (f", L2 hints {self.hints}" if any(self.hints) else "")
+                    f"logits and output, blocks of {'/'.join(map(str, self.tiles))} tiles of 16 rows (first/middle/last"
+                    f" stages), {'/'.join(map(str, self.ksplit))} warps per tile" + (", PDL" if self.pdl else "")
+                    + (", x kept in L2 for the later stages (evict-last, then evict-first)" if self.hints == (1, 2) else
+                       f", L2 hints {self.hints}" if any(self.hints) else "")
                     + (f", x prefetch {self.xdepth} k-blocks in groups of {self.xgroup}" if self.xdepth != 4 else ""))
         plan = self.plans[B] = _V4Plan(self.lib4, ptr, tensors, text)
         return plan

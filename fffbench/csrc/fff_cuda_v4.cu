@@ -117,7 +117,18 @@ struct StageArgs {
     int* out_cnt; int* out_slots;  // the next stage's groups (null in the last stage)
     int* done;                   // blocks that have read in_cnt: the last one resets in_cnt and done
     int B, d, dout, L, l0, nlev, cap, hint, trigger;
+    unsigned long long* trace;   // null, or 8 words per block: globaltimer start/end, clock64 at phase ends
 };
+
+__device__ __forceinline__ unsigned long long gtimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+// trace slots: 0 globaltimer at entry, 1 globaltimer at exit, 2 clock at entry, 3 after the work
+// assignment, 4 after the W1 rows are in, 5 after the logits and walk (warp 0), 6 after the
+// output product, 7 at exit
+#define TRACE(slot, value) do { if (a.trace && threadIdx.x == 0) a.trace[blockIdx.x * 8 + (slot)] = (value); } while (0)
 
 constexpr int TILE = 16;         // rows per warp (the MMA's m)
 constexpr int LGS = 17;          // logits scratch row stride (floats)
@@ -331,6 +342,8 @@ stage_kernel(StageArgs a) {
     static_assert(DEPTH % G == 0, "groups must tile the ring");
     griddep_wait();  // no-op without programmatic dependent launch
     if (a.trigger) griddep_launch();  // only when the whole grid is resident (see fff_v4_plan)
+    TRACE(0, gtimer());
+    TRACE(2, clock64());
     extern __shared__ __align__(16) unsigned char smem[];
     const int sw = w_stride_bytes<T>(a.d);
     unsigned char* sW = smem;                                          // W1 rows, then the W2 ring
@@ -378,7 +391,8 @@ stage_kernel(StageArgs a) {
         }
     }
     const int grp = sInfo[0];
-    if (grp < 0) return;  // block-uniform: more blocks were launched than there are tiles
+    TRACE(3, clock64());
+    if (grp < 0) { TRACE(1, gtimer()); TRACE(7, 0); return; }  // block-uniform: more blocks than tiles
     const int pos0 = sInfo[1], cnt = sInfo[2];
     const int R = (1 << a.l0) - 1 + grp;  // subtree root, global node
     const int nsub = (1 << a.nlev) - 1;
@@ -450,15 +464,20 @@ stage_kernel(StageArgs a) {
     }
     cp_async_wait_all();
     __syncthreads();
+    TRACE(4, clock64());
     if (!FINAL && KSPLIT == 1 && !active) return;
 
     if (active) {
-        // ---- logits of 16 rows x 16 nodes: C[n-tile][4]
-        float acc[2][4];
+        // ---- logits of 16 rows x 16 nodes: C[n-tile][4]; fp32 keeps the three 3xTF32 products in
+        // separate accumulators (three dependent MMA chains of a third the length, summed at the end)
+        constexpr int NACC = F32 ? 3 : 1;
+        float acc[2][4], acx[NACC][2][4];
 #pragma unroll
-        for (int h = 0; h < 2; h++)
+        for (int q = 0; q < NACC; q++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) acc[h][e] = 0.f;
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acx[q][h][e] = 0.f;
         const unsigned char* w0 = sW + g_ * sw + 16 * t_ + half * KBH * 128;
         const unsigned char* w1p = sW + (g_ + 8) * sw + 16 * t_ + half * KBH * 128;
 #pragma unroll
@@ -490,16 +509,19 @@ stage_kernel(StageArgs a) {
                     split(__uint_as_float(word(va, i1)), ah[2], al[2]);
                     split(__uint_as_float(word(vb, i1)), ah[3], al[3]);
                     uint32_t bh0, bl0, bh1, bl1;
-                    split(__uint_as_float(word(vw0, i0)), bh0, bl0);
-                    split(__uint_as_float(word(vw0, i1)), bh1, bl1);
-                    mma3(acc[0], ah, al, bh0, bh1, bl0, bl1);
-                    split(__uint_as_float(word(vw1, i0)), bh0, bl0);
-                    split(__uint_as_float(word(vw1, i1)), bh1, bl1);
-                    mma3(acc[1], ah, al, bh0, bh1, bl0, bl1);
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const uint4& vw = h ? vw1 : vw0;
+                        split(__uint_as_float(word(vw, i0)), bh0, bl0);
+                        split(__uint_as_float(word(vw, i1)), bh1, bl1);
+                        mma_tf32(acx[0 % NACC][h], al[0], al[1], al[2], al[3], bh0, bh1);
+                        mma_tf32(acx[1 % NACC][h], ah[0], ah[1], ah[2], ah[3], bl0, bl1);
+                        mma_tf32(acx[2 % NACC][h], ah[0], ah[1], ah[2], ah[3], bh0, bh1);
+                    }
                 } else {
                     const uint32_t a0 = word(va, i0), a1 = word(vb, i0), a2 = word(va, i1), a3 = word(vb, i1);
-                    mma_bf16(acc[0], a0, a1, a2, a3, word(vw0, i0), word(vw0, i1));
-                    mma_bf16(acc[1], a0, a1, a2, a3, word(vw1, i0), word(vw1, i1));
+                    mma_bf16(acx[0][0], a0, a1, a2, a3, word(vw0, i0), word(vw0, i1));
+                    mma_bf16(acx[0][1], a0, a1, a2, a3, word(vw1, i0), word(vw1, i1));
                 }
             }
             if (G > 1 && kb % G == G - 1) {  // the group just used frees its slots: refill them
@@ -513,6 +535,15 @@ stage_kernel(StageArgs a) {
                 }
             }
         }
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {  // small terms first, as one chain would have added them
+                float v = acx[0][h][e];
+#pragma unroll
+                for (int q = 1; q < NACC; q++) v += acx[q][h][e];
+                acc[h][e] = v;
+            }
         // C layout: c0 (row g, col 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1); n-tile h adds 8 to the col
 #pragma unroll
         for (int h = 0; h < 2; h++) {
@@ -559,7 +590,10 @@ stage_kernel(StageArgs a) {
             }
         }
     }
+    if (warp == 0) TRACE(5, clock64());
     if constexpr (FINAL) bag<T, KSPLIT>(a, smem, sKnode, tws, active, half, nsub, g_, t_);
+    if (FINAL) TRACE(6, clock64());
+    if (FINAL || warp == 0) { TRACE(7, clock64()); TRACE(1, gtimer()); }
 }
 // ------------------------------------------------------------------------------------------
 // small-batch path: one launch, one warp per row, SPEC levels per round computed together
@@ -833,15 +867,17 @@ static constexpr int MAXST = 8;
 
 struct V4Plan {
     int dtype, B, d, dout, L, small, spec, pdl, hint0, hint1, nst, sms, xdepth, xgroup;
-    int tiles[2], ks[2];  // [non-final, final]: 16-row tiles per block, warps per tile
+    int tiles[3], ks[3];  // by stage class [first, middle, last]: 16-row tiles per block, warps per tile
+    unsigned long long* trace;  // null, or MAXST x 1024 blocks x 8 words
     const void *w1, *b1, *w2;
     float* acts;
     int l0[MAXST], nlev[MAXST];
     int* cnt[MAXST];    // cnt[s]: rows per group at the start of stage s (s >= 1)
     int* slots[MAXST];
     int* done;          // MAXST ints, zero
-    size_t smem_nf, smem_f;
+    size_t smem[3];
     int grid[MAXST], resident[MAXST];
+    int cls(int s) const { return s == nst - 1 ? 2 : (s == 0 ? 0 : 1); }
 };
 
 template <typename T> struct KB768 { static constexpr int value = 768 * (int)sizeof(T) / 128; };
@@ -858,9 +894,12 @@ static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cu
     a.B = p.B; a.d = p.d; a.dout = p.dout; a.L = p.L; a.l0 = p.l0[s]; a.nlev = p.nlev[s]; a.cap = p.B;
     a.hint = FINAL ? p.hint1 : p.hint0;
     a.trigger = p.pdl && !FINAL && p.resident[s];
+    a.trace = p.trace ? p.trace + (size_t)s * 1024 * 8 : nullptr;
+    if (p.grid[s] > 1024) a.trace = nullptr;
+    const int c = p.cls(s);
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(p.grid[s]); cfg.blockDim = dim3(32 * p.tiles[FINAL] * KS); cfg.stream = st;
-    cfg.dynamicSmemBytes = FINAL ? p.smem_f : p.smem_nf;
+    cfg.gridDim = dim3(p.grid[s]); cfg.blockDim = dim3(32 * p.tiles[c] * KS); cfg.stream = st;
+    cfg.dynamicSmemBytes = p.smem[c];
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -869,46 +908,52 @@ static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cu
 }
 
 template <typename T, int KB, bool FINAL, int D, int G, int KS>
-static int setup_one(const V4Plan& p, size_t smem) {  // blocks per SM, or -(CUDA error)
-    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, FINAL, D, G, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+static int setup_one(const V4Plan& p, int c) {  // blocks per SM, or -(CUDA error)
+    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, FINAL, D, G, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem[c]);
     if (e) return -(int)e;
     int n = 0;
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, FINAL, D, G, KS>, 32 * p.tiles[FINAL] * KS, smem);
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, FINAL, D, G, KS>, 32 * p.tiles[c] * KS, p.smem[c]);
     return e ? -(int)e : n;
 }
 
-// which instantiation stage s runs: for d = 768 the plan's prefetch (xdepth, xgroup) and k-split;
+// which instantiation stage s runs: for d = 768 its class's k-split and the plan's prefetch;
 // other widths (4, 1) without k-split
 template <typename T, int KB>
 static cudaError_t launch_stage(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
-    const bool fin = s == p.nst - 1;
+    const int c = p.cls(s);
     if constexpr (KB == KB768<T>::value) {
-        if (fin) return p.ks[1] == 2 ? launch_one<T, KB, true, 4, 1, 2>(p, s, x, y, st) : launch_one<T, KB, true, 4, 1, 1>(p, s, x, y, st);
-        if (p.ks[0] == 2) return launch_one<T, KB, false, 4, 1, 2>(p, s, x, y, st);
+        if (c == 2) return p.ks[2] == 2 ? launch_one<T, KB, true, 4, 1, 2>(p, s, x, y, st) : launch_one<T, KB, true, 4, 1, 1>(p, s, x, y, st);
+        if (p.ks[c] == 2) return launch_one<T, KB, false, 4, 1, 2>(p, s, x, y, st);
         if (p.xdepth == 8) return p.xgroup == 4 ? launch_one<T, KB, false, 8, 4, 1>(p, s, x, y, st)
                                                 : launch_one<T, KB, false, 8, 1, 1>(p, s, x, y, st);
         return launch_one<T, KB, false, 4, 1, 1>(p, s, x, y, st);
     } else {
-        return fin ? launch_one<T, KB, true, 4, 1, 1>(p, s, x, y, st) : launch_one<T, KB, false, 4, 1, 1>(p, s, x, y, st);
+        return c == 2 ? launch_one<T, KB, true, 4, 1, 1>(p, s, x, y, st) : launch_one<T, KB, false, 4, 1, 1>(p, s, x, y, st);
+    }
+}
+
+// blocks per SM of class c's kernel (setting its shared-memory limit), or -(CUDA error)
+template <typename T, int KB>
+static int setup_class(const V4Plan& p, int c) {
+    if constexpr (KB == KB768<T>::value) {
+        if (c == 2) return p.ks[2] == 2 ? setup_one<T, KB, true, 4, 1, 2>(p, c) : setup_one<T, KB, true, 4, 1, 1>(p, c);
+        if (p.ks[c] == 2) return setup_one<T, KB, false, 4, 1, 2>(p, c);
+        if (p.xdepth == 8) return p.xgroup == 4 ? setup_one<T, KB, false, 8, 4, 1>(p, c) : setup_one<T, KB, false, 8, 1, 1>(p, c);
+        return setup_one<T, KB, false, 4, 1, 1>(p, c);
+    } else {
+        return c == 2 ? setup_one<T, KB, true, 4, 1, 1>(p, c) : setup_one<T, KB, false, 4, 1, 1>(p, c);
     }
 }
 
 // returns 0 or a CUDA error; fills resident[] (PDL only where a stage's grid fits at once)
 template <typename T, int KB>
 static int setup_stage(V4Plan& p) {
-    int nf = 0, f = 0;
-    if constexpr (KB == KB768<T>::value) {
-        if (p.ks[0] == 2) nf = setup_one<T, KB, false, 4, 1, 2>(p, p.smem_nf);
-        else if (p.xdepth == 8) nf = p.xgroup == 4 ? setup_one<T, KB, false, 8, 4, 1>(p, p.smem_nf) : setup_one<T, KB, false, 8, 1, 1>(p, p.smem_nf);
-        else nf = setup_one<T, KB, false, 4, 1, 1>(p, p.smem_nf);
-        f = p.ks[1] == 2 ? setup_one<T, KB, true, 4, 1, 2>(p, p.smem_f) : setup_one<T, KB, true, 4, 1, 1>(p, p.smem_f);
-    } else {
-        nf = setup_one<T, KB, false, 4, 1, 1>(p, p.smem_nf);
-        f = setup_one<T, KB, true, 4, 1, 1>(p, p.smem_f);
+    int per[3];
+    for (int c = 0; c < 3; c++) {
+        per[c] = setup_class<T, KB>(p, c);
+        if (per[c] < 0) return -per[c];
     }
-    if (nf < 0) return -nf;
-    if (f < 0) return -f;
-    for (int s = 0; s < p.nst; s++) p.resident[s] = p.grid[s] <= (s == p.nst - 1 ? f : nf) * p.sms;
+    for (int s = 0; s < p.nst; s++) p.resident[s] = p.grid[s] <= per[p.cls(s)] * p.sms;
     return 0;
 }
 
@@ -958,32 +1003,35 @@ int fff_v4_supported(int dtype, int d, int dout, int K, int depth, char* why, in
 // zero) and slots[s] (2^l0[s] * B ints); done (MAXST ints, zero). Returns a plan, or null (error code in *err).
 void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, const void* b1, const void* w2,
                   float* acts, int nst, const int* l0, const int* nlev, void* const* cnt, void* const* slots,
-                  int* done, int small, int spec, int pdl, int hint0, int hint1, int tiles_nf, int tiles_f,
-                  int ks_nf, int ks_f, int xdepth, int xgroup, int* err) {
+                  int* done, int small, int spec, int pdl, int hint0, int hint1, const int* tiles, const int* ks,
+                  int xdepth, int xgroup, unsigned long long* trace, int* err) {
     *err = 0;
-    if (nst < 1 || nst > MAXST || tiles_nf < 1 || tiles_nf > 4 || tiles_f < 1 || tiles_f > 4) { *err = -2; return nullptr; }
+    if (nst < 1 || nst > MAXST) { *err = -2; return nullptr; }
+    for (int c = 0; c < 3; c++)
+        if (tiles[c] < 1 || tiles[c] > 4) { *err = -2; return nullptr; }
     V4Plan* p = new V4Plan();
     p->dtype = dtype; p->B = B; p->d = d; p->dout = dout; p->L = L; p->small = small; p->spec = spec;
     p->pdl = pdl; p->hint0 = hint0; p->hint1 = hint1; p->nst = nst;
     const bool k768 = kb_of(dtype, d) == (dtype == 1 ? 12 : 24);
-    p->tiles[0] = tiles_nf; p->tiles[1] = tiles_f;
-    p->ks[0] = k768 && ks_nf == 2 ? 2 : 1; p->ks[1] = k768 && ks_f == 2 ? 2 : 1;
+    for (int c = 0; c < 3; c++) { p->tiles[c] = tiles[c]; p->ks[c] = k768 && ks[c] == 2 ? 2 : 1; }
+    p->trace = trace;
     p->xdepth = xdepth == 8 ? 8 : 4; p->xgroup = (xdepth == 8 && xgroup == 4) ? 4 : 1;
     p->w1 = w1; p->b1 = b1; p->w2 = w2; p->acts = acts; p->done = done;
     int dev = 0;
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&p->sms, cudaDevAttrMultiProcessorCount, dev);
     for (int s = 0; s < nst; s++) {
-        const int rpb = 16 * p->tiles[s == nst - 1];
+        const int rpb = 16 * p->tiles[p->cls(s)];
         p->l0[s] = l0[s]; p->nlev[s] = nlev[s];
         p->cnt[s] = static_cast<int*>(cnt[s]); p->slots[s] = static_cast<int*>(slots[s]);
         p->grid[s] = s == 0 ? (B + rpb - 1) / rpb : (B + rpb - 1) / rpb + (1 << l0[s]);
     }
     const int kb = kb_of(dtype, d);
     if (!small) {
-        const int wn = p->tiles[0] * p->ks[0], wf = p->tiles[1] * p->ks[1];
-        p->smem_nf = dtype == 1 ? stage_smem<__nv_bfloat16>(d, wn, false) : stage_smem<float>(d, wn, false);
-        p->smem_f = dtype == 1 ? stage_smem<__nv_bfloat16>(d, wf, true) : stage_smem<float>(d, wf, true);
+        for (int c = 0; c < 3; c++) {
+            const int w = p->tiles[c] * p->ks[c];
+            p->smem[c] = dtype == 1 ? stage_smem<__nv_bfloat16>(d, w, c == 2) : stage_smem<float>(d, w, c == 2);
+        }
         int e = 0;
         if (dtype == 0) {
             switch (kb) { case 8: e = setup_stage<float, 8>(*p); break; case 16: e = setup_stage<float, 16>(*p); break;
