@@ -199,10 +199,9 @@ def section_shapes(quick):
 #: (label, FffOptimized options) timed at B = 16384; "v4" is the default configuration
 MAIN_VARIANTS = [("v3", dict(variant="v3")),
                  ("v4", dict(variant="v4")),
-                 ("v4 without k-split", dict(variant="v4", ksplit=(1, 1, 1))),
-                 ("v4 without L2 hints", dict(variant="v4", hints=(0, 0))),
-                 ("v4 k-split first+middle", dict(variant="v4", ksplit=(2, 2, 1))),
-                 ("v4 PDL", dict(variant="v4", pdl=True))]
+                 ("v4 W1 first", dict(variant="v4", w1first=True)),
+                 ("v4 W1 first, no k-split", dict(variant="v4", w1first=True, ksplit=(1, 1, 1))),
+                 ("v4 W1 first, k-split first+middle", dict(variant="v4", w1first=True, ksplit=(2, 2, 1)))]
 
 
 def sm_clock():
@@ -293,15 +292,15 @@ def section_main(B, variants):
             log(f"  ERROR do_bench:\n{traceback.format_exc()}")
 
 
-def section_trace(B=16384):
+def section_trace(B=16384, opts_list=((), (("w1first", True),))):
     """Per-block phase times of the default staged configuration (clock64 and globaltimer)."""
     layer = fb.FFF(width=768, depth=11)
     w = layer.init_weights(0)
     x = fb.make_input("gaussian", B, 768, seed=1)
     log("== trace: per-block phases of the default staged path (us; mean / max over active blocks)")
-    for dtype in ("float32", "bfloat16"):
+    for dtype, opts in [(d, o) for d in ("float32", "bfloat16") for o in opts_list]:
         xt = torch.as_tensor(x).to("cuda", TDT[dtype])
-        k = FffOptimized(layer, w, "cuda", dtype, trace=True)
+        k = FffOptimized(layer, w, "cuda", dtype, trace=True, **dict(opts))
         for _ in range(3):
             k(xt)
         torch.cuda.synchronize()
@@ -321,9 +320,9 @@ def section_trace(B=16384):
                 ph["output"] = t[act, 6] - t[act, 5]
             ph["block"] = t[act, 7] - t[act, 2]
             parts = " | ".join(f"{n} {v.mean() * cyc:5.2f}/{v.max() * cyc:5.2f}" for n, v in ph.items())
-            log(f"  {dtype:8s} stage {st}: {int(launched.sum())} blocks ({int(act.sum())} with rows), span "
+            log(f"  {dtype:8s} {'W1 first' if opts else 'default ':8s} stage {st}: {int(launched.sum())} blocks ({int(act.sum())} with rows), span "
                 f"{span:5.1f} us, last block starts {ramp:4.1f} us after the first | {parts}")
-            ROWS.append(dict(section="trace", dtype=dtype, stage=st, span_us=span, ramp_us=ramp, blocks=int(launched.sum()),
+            ROWS.append(dict(section="trace", dtype=dtype, opts=str(opts), stage=st, span_us=span, ramp_us=ramp, blocks=int(launched.sum()),
                              active=int(act.sum()), **{n: float(v.mean() * cyc) for n, v in ph.items()},
                              **{n + "_max": float(v.max() * cyc) for n, v in ph.items()}))
 

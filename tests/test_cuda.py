@@ -119,7 +119,7 @@ def test_fff_cuda_non_contiguous_input_and_graph_replay():
     wide = torch.randn(4096, 1536, device="cuda")
     x = wide[:, ::2]
     ref = layer.reference(x.cpu().numpy(), w)
-    np.testing.assert_allclose(kern(x), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(kern(x).cpu().numpy(), ref, rtol=1e-4, atol=1e-4)  # a tensor in: a tensor out
     xn = kern.prepare(x)
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())

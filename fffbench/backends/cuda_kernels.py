@@ -48,7 +48,7 @@ def _lib_v4():
     lib.fff_v4_supported.argtypes = [I] * 5 + [ctypes.c_char_p, I]
     lib.fff_v4_plan.restype = VP
     lib.fff_v4_plan.argtypes = ([I] * 5 + [VP] * 4 + [I, ctypes.POINTER(I), ctypes.POINTER(I), ctypes.POINTER(VP),
-                                ctypes.POINTER(VP), VP] + [I] * 5 + [ctypes.POINTER(I)] * 2 + [I, I, VP, ctypes.POINTER(I)])
+                                ctypes.POINTER(VP), VP] + [I] * 5 + [ctypes.POINTER(I)] * 2 + [I, I, I, VP, ctypes.POINTER(I)])
     lib.fff_v4_run.argtypes = [VP] * 4
     lib.fff_v4_free.argtypes = [VP]
     lib.fff_v4_probe.argtypes = [I] * 3 + [VP] + [I] * 3 + [VP, VP]
@@ -182,7 +182,8 @@ class FffOptimized:
                  variant: str = "v4", rows_per_warp: int = 1, small_max: int | None = None, tiny_max: int = TINY_MAX,
                  spec: int = 1,
                  pdl: bool = False, hints: tuple[int, int] = HINTS, tiles: tuple[int, int, int] = (4, 4, 4),
-                 ksplit: tuple[int, int, int] = KSPLIT, xdepth: int = 4, xgroup: int = 1, trace: bool = False):
+                 ksplit: tuple[int, int, int] = KSPLIT, xdepth: int = 4, xgroup: int = 1, w1first: bool = False,
+                 trace: bool = False):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.layer, self.lib = layer, _lib()
@@ -196,7 +197,7 @@ class FffOptimized:
         self.small_max = SMALL_MAX.get(dtype, 4096) if small_max is None else small_max
         self.tiny_max, self.spec = tiny_max, spec
         self.pdl, self.hints, self.tiles, self.ksplit = pdl, tuple(hints), tuple(tiles), tuple(ksplit)
-        self.trace = trace
+        self.trace, self.w1first = trace, w1first
         self.xdepth, self.xgroup = xdepth, xgroup
         self.v4_reason = None
         self.plans: dict[int, _V4Plan | None] = {}
@@ -256,7 +257,7 @@ class FffOptimized:
         ptr = self.lib4.fff_v4_plan(self.code, B, lay.width, lay.dout, L, _ptr(w["w1"]), _ptr(w["b1"]), _ptr(w["w2"]),
                                     _ptr(tensors["acts"]), n, l0s, nlev, cnts, slotp, _ptr(tensors["done"]), small,
                                     self.spec, int(self.pdl), self.hints[0], self.hints[1], (I * 3)(*self.tiles),
-                                    (I * 3)(*self.ksplit), self.xdepth, self.xgroup,
+                                    (I * 3)(*self.ksplit), self.xdepth, self.xgroup, int(self.w1first),
                                     _ptr(tensors["trace"]) if self.trace else None, ctypes.byref(err))
         if not ptr:
             raise RuntimeError(f"fff_v4_plan failed: error {err.value}")
@@ -272,7 +273,8 @@ class FffOptimized:
                     f" stages), {'/'.join(map(str, self.ksplit))} warps per tile" + (", PDL" if self.pdl else "")
                     + (", x kept in L2 for the later stages (evict-last, then evict-first)" if self.hints == (1, 2) else
                        f", L2 hints {self.hints}" if any(self.hints) else "")
-                    + (f", x prefetch {self.xdepth} k-blocks in groups of {self.xgroup}" if self.xdepth != 4 else ""))
+                    + (f", x prefetch {self.xdepth} k-blocks in groups of {self.xgroup}" if self.xdepth != 4 else "")
+                    + (", W1 rows in before x is requested" if self.w1first else ""))
         plan = self.plans[B] = _V4Plan(self.lib4, ptr, tensors, text)
         return plan
 

@@ -117,6 +117,7 @@ struct StageArgs {
     int* out_cnt; int* out_slots;  // the next stage's groups (null in the last stage)
     int* done;                   // blocks that have read in_cnt: the last one resets in_cnt and done
     int B, d, dout, L, l0, nlev, cap, hint, trigger;
+    int w1first;                 // wait for the W1 rows before issuing the x prologue
     unsigned long long* trace;   // null, or 8 words per block: globaltimer start/end, clock64 at phase ends
 };
 
@@ -452,6 +453,10 @@ stage_kernel(StageArgs a) {
 
     xa += half * KBH * 128;
     xb += half * KBH * 128;
+    if (a.w1first) {  // block-uniform
+        cp_async_wait_all();
+        __syncthreads();
+    }
     uint4 bufA[DEPTH][2], bufB[DEPTH][2];
     if (active) {
 #pragma unroll
@@ -867,6 +872,7 @@ static constexpr int MAXST = 8;
 
 struct V4Plan {
     int dtype, B, d, dout, L, small, spec, pdl, hint0, hint1, nst, sms, xdepth, xgroup;
+    int w1first;
     int tiles[3], ks[3];  // by stage class [first, middle, last]: 16-row tiles per block, warps per tile
     unsigned long long* trace;  // null, or MAXST x 1024 blocks x 8 words
     const void *w1, *b1, *w2;
@@ -895,6 +901,7 @@ static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cu
     a.hint = FINAL ? p.hint1 : p.hint0;
     a.trigger = p.pdl && !FINAL && p.resident[s];
     a.trace = p.trace ? p.trace + (size_t)s * 1024 * 8 : nullptr;
+    a.w1first = p.w1first;
     if (p.grid[s] > 1024) a.trace = nullptr;
     const int c = p.cls(s);
     cudaLaunchConfig_t cfg = {};
@@ -1004,7 +1011,7 @@ int fff_v4_supported(int dtype, int d, int dout, int K, int depth, char* why, in
 void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, const void* b1, const void* w2,
                   float* acts, int nst, const int* l0, const int* nlev, void* const* cnt, void* const* slots,
                   int* done, int small, int spec, int pdl, int hint0, int hint1, const int* tiles, const int* ks,
-                  int xdepth, int xgroup, unsigned long long* trace, int* err) {
+                  int xdepth, int xgroup, int w1first, unsigned long long* trace, int* err) {
     *err = 0;
     if (nst < 1 || nst > MAXST) { *err = -2; return nullptr; }
     for (int c = 0; c < 3; c++)
@@ -1014,7 +1021,7 @@ void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, cons
     p->pdl = pdl; p->hint0 = hint0; p->hint1 = hint1; p->nst = nst;
     const bool k768 = kb_of(dtype, d) == (dtype == 1 ? 12 : 24);
     for (int c = 0; c < 3; c++) { p->tiles[c] = tiles[c]; p->ks[c] = k768 && ks[c] == 2 ? 2 : 1; }
-    p->trace = trace;
+    p->trace = trace; p->w1first = w1first;
     p->xdepth = xdepth == 8 ? 8 : 4; p->xgroup = (xdepth == 8 && xgroup == 4) ? 4 : 1;
     p->w1 = w1; p->b1 = b1; p->w2 = w2; p->acts = acts; p->done = done;
     int dev = 0;
