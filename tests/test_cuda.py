@@ -7,7 +7,7 @@ import fffbench as fb
 from fffbench.backends import _nvcc
 from fffbench.correctness import Reference, check_output
 
-CUDA_BACKENDS = ["ff-cuda-naive", "fff-cuda-naive", "fff-cuda"]
+CUDA_BACKENDS = ["ff-cuda-naive", "fff-cuda-naive", "fff-cuda", "fff-cuda-v3"]
 
 
 @pytest.mark.skipif(_nvcc.find_nvcc() is None, reason="nvcc not found")
@@ -15,6 +15,7 @@ def test_cuda_source_compiles_for_hopper(tmp_path):
     lib = _nvcc.build("fff_cuda.cu", "90", out_dir=tmp_path)
     assert lib.exists() and lib.stat().st_size > 10_000
     assert _nvcc.build("fff_cuda.cu", "90", out_dir=tmp_path) == lib  # cached: no rebuild
+    assert _nvcc.build("fff_cuda_v4.cu", "90", out_dir=tmp_path).stat().st_size > 10_000
 
 
 def test_cuda_backends_declared_and_skipped_without_gpu():
@@ -28,6 +29,13 @@ def test_cuda_backends_declared_and_skipped_without_gpu():
             assert reason and "CUDA" in reason
         assert "runs on cuda" in b.unavailable_reason("cpu", "float32")
     assert fb.get_backend("fff-cuda-naive").level_on("cuda") == "naive-cuda"
+
+
+def test_v4_stages():
+    from fffbench.backends.cuda_kernels import v4_stages
+
+    assert v4_stages(12) == [(0, 4), (4, 4), (8, 4)]
+    assert v4_stages(1) == [(0, 1)] and v4_stages(15)[-1] == (12, 3)
 
 
 def test_split_level_choice():
@@ -69,7 +77,10 @@ def test_cuda_backend_matches_reference(name, layer, batch):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("batch", [1, 300, 16384])
 @pytest.mark.parametrize("variant,opts", [("v1", {}), ("v2-staged", {}), ("v3", {}), ("v3", dict(rows_per_warp=2)),
-                                          ("v3", dict(rows_per_warp=4))])
+                                          ("v3", dict(rows_per_warp=4)), ("v4", {}), ("v4", dict(pdl=True)),
+                                          ("v4", dict(small_max=0, tiny_max=0)),
+                                          ("v4", dict(small_max=1 << 30, tiny_max=0, spec=3)),
+                                          ("v4", dict(tiles=(2, 3, 2), ksplit=(2, 2, 2), hints=(0, 0)))])
 def test_fff_cuda_variants_match_reference(dtype, batch, variant, opts):
     import torch
 
@@ -80,8 +91,10 @@ def test_fff_cuda_variants_match_reference(dtype, batch, variant, opts):
     x = fb.make_input("gaussian", batch, 768, seed=4)
     k = FffOptimized(layer, w, "cuda", dtype, variant=variant, **opts)
     y = k(torch.as_tensor(x).to("cuda", {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]))
-    res = check_output(y.float().cpu().numpy(), Reference.compute(layer, w, x), dtype, "fff")
+    y2 = k(torch.as_tensor(x).to("cuda", {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]))
+    res = check_output(y2.float().cpu().numpy(), Reference.compute(layer, w, x), dtype, "fff")
     assert res.passed, res.reason
+    assert torch.equal(y, y2), "a second call differs: per-call state was not reset"
 
 
 @pytest.mark.gpu
@@ -106,7 +119,7 @@ def test_fff_cuda_non_contiguous_input_and_graph_replay():
     wide = torch.randn(4096, 1536, device="cuda")
     x = wide[:, ::2]
     ref = layer.reference(x.cpu().numpy(), w)
-    np.testing.assert_allclose(kern(x), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(kern(x).cpu().numpy(), ref, rtol=1e-4, atol=1e-4)  # a tensor in: a tensor out
     xn = kern.prepare(x)
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
