@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -51,10 +52,8 @@ def append_line(path: Path, obj: dict) -> None:
                 done += n
             os.fsync(fd)
         except OSError:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)  # leave the file as it was: no torn line to glue onto
-            except OSError:
-                pass
             raise
     finally:
         os.close(fd)
@@ -78,10 +77,8 @@ def write_atomic(path: Path, text: str) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except OSError:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

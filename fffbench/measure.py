@@ -33,7 +33,7 @@ from fffbench.timing.stats import paired_ratio, summarize
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
-class Interrupted(Exception):
+class Interrupted(KeyboardInterrupt):
     """A worker was stopped from outside (Ctrl-C, SIGTERM): the run is being interrupted."""
 
 
@@ -115,6 +115,32 @@ class GroupMeasurement:
             tail = [ln for ln in log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
         return events, status, (tail[-1].strip()[:300] if tail else "")
 
+    @staticmethod
+    def _apply(events: list[dict], by_key: dict) -> tuple[dict | None, bool, dict]:
+        """Take a process's events into its members; returns (the last step begun, whether it
+        finished, its sample blocks by member)."""
+        blocks: dict[str, list[dict]] = {}
+        current, done = None, False
+        for ev in events:
+            kind, m = ev.get("ev"), by_key.get(ev.get("key"))
+            if kind == "begin":
+                current = ev
+            elif kind == "done":
+                done = True
+            elif m is None:
+                continue
+            elif kind == "built":
+                m.impl = ev.get("impl") or ""
+            elif kind == "gate":
+                m.gate = {k: ev.get(k) for k in ("rel_err", "max_row_err", "path_agreement", "decisive_frac")}
+                if not ev.get("passed"):
+                    m.final = {"status": "wrong", "reason": ev.get("reason") or "failed the correctness gate"}
+            elif kind in ("skip", "error"):
+                m.final = {"status": "skipped" if kind == "skip" else "error", "reason": ev.get("reason", "")}
+            elif kind == "block":
+                blocks.setdefault(m.key, []).append(ev)
+        return current, done, blocks
+
     def _run_process(self, gate: bool) -> bool:
         """One process over the active members (again, without a member that crashed it); returns
         whether it finished. Its samples are journalled before this returns."""
@@ -124,51 +150,24 @@ class GroupMeasurement:
             by_key = {m.key: m for m in members}
             started = time.time()
             events, status, tail = self._spawn(self._task(members, process, gate))
-            blocks: dict[str, list[dict]] = {}
-            current, done = None, False
-            for ev in events:
-                kind, m = ev.get("ev"), by_key.get(ev.get("key"))
-                if kind == "begin":
-                    current = ev
-                elif kind == "built" and m:
-                    m.impl = ev.get("impl") or ""
-                elif kind == "gate" and m:
-                    m.gate = {k: ev.get(k) for k in ("rel_err", "max_row_err", "path_agreement", "decisive_frac")}
-                    if not ev.get("passed"):
-                        m.final = {"status": "wrong", "reason": ev.get("reason") or "failed the correctness gate"}
-                elif kind in ("skip", "error") and m:
-                    m.final = {"status": "skipped" if kind == "skip" else "error", "reason": ev.get("reason", "")}
-                elif kind == "block" and m:
-                    blocks.setdefault(m.key, []).append(ev)
-                elif kind == "done":
-                    done = True
+            current, done, blocks = self._apply(events, by_key)
             for m in members:
-                if m.final is not None and m.final.get("status") != "error":
+                if m.final is not None:
                     self.on_final(m)
             if done and status == 0:
-                for m in members:
-                    if m.final is not None and m.final.get("status") == "error":
-                        self.on_final(m)
                 self._journal(process, [m for m in members if m.final is None], blocks, gate, time.time() - started)
                 self.next_process = process + 1
                 return True
             if status < 0 and -status in STOP_SIGNALS:
                 raise Interrupted(f"worker stopped by {_signal_name(-status)}")
+            reason = _crash_reason(status, current, tail)
             culprit = by_key.get((current or {}).get("key"))
-            why = (f"killed by {_signal_name(-status)}" if status < 0 else f"exited with status {status}")
-            if status < 0 and -status == signal.SIGKILL:
-                why += " (out of memory?)"
-            phase = (current or {}).get("phase", "starting")
-            reason = f"crashed: {why} while {phase}" + (f"; last output: {tail}" if tail else "")
-            for m in members:  # an exception in a member this process already reported
-                if m.final is not None and m.final.get("status") == "error":
-                    self.on_final(m)
             if culprit is None or culprit.final is not None:  # died outside any member: all fail alike
                 for m in self.active:
-                    m.final = {"status": "error", "reason": reason[:500]}
+                    m.final = {"status": "error", "reason": reason}
                     self.on_final(m)
                 return False
-            culprit.final = {"status": "error", "reason": reason[:500]}
+            culprit.final = {"status": "error", "reason": reason}
             self.on_final(culprit)
         return False
 
@@ -218,6 +217,16 @@ class GroupMeasurement:
             if self.next_process >= least and (max(self.widths(), default=0.0) <= t.target_ci
                                                or cost > t.max_process_s):
                 break
+
+
+def _crash_reason(status: int, current: dict | None, tail: str) -> str:
+    """Why a worker died, and what its last member was doing: ``crashed: killed by SIGSEGV while
+    first call; last output: Fatal Python error: Segmentation fault``."""
+    why = f"killed by {_signal_name(-status)}" if status < 0 else f"exited with status {status}"
+    if status < 0 and -status == signal.SIGKILL:
+        why += " (out of memory?)"
+    phase = (current or {}).get("phase", "starting")
+    return (f"crashed: {why} while {phase}" + (f"; last output: {tail}" if tail else ""))[:500]
 
 
 def _by_process(m: Member) -> dict:

@@ -106,10 +106,9 @@ class Runner:
                     self.refs.discard(t.case)
         return self.stored
 
-    def _group(self, key: str, tasks: list[Task]) -> None:
-        case = tasks[0].case
-        threads = case.thread_count(self.threads_all)
-        device = case.device
+    def _members(self, tasks: list[Task], threads: int) -> list[Member]:
+        """The group's rows that can run here; the others are stored as ``skipped`` at once."""
+        device = tasks[0].case.device
         tags = self.placement.tags(device) if self.placement is not None else {}
         members = []
         for i, t in enumerate(tasks):
@@ -119,6 +118,12 @@ class Runner:
                 self._store(row | {"status": "skipped", "reason": reason})
                 continue
             members.append(Member(t, f"m{i}", row))
+        return members
+
+    def _group(self, key: str, tasks: list[Task]) -> None:
+        case = tasks[0].case
+        threads, device = case.thread_count(self.threads_all), case.device
+        members = self._members(tasks, threads)
         if not members:
             return
         attempt, done = self._resume_state(members)
@@ -146,11 +151,9 @@ class Runner:
             self._store(row)
             if ok:
                 timed.append(m)
-        for num, den, comp in pairs:
-            if num in timed and den in timed:
-                self.store.append_ratio(ratio_record(comp.label, num, den, gm.attempt, comp.figure))
-        # ``best-*`` comparisons are resolved on the finished rows
-        for comp, num, den in self._best_pairs(timed):
+        # named pairs, then ``best-*`` pairs resolved on the finished rows
+        found = [(num, den, comp) for num, den, comp in pairs if num in timed and den in timed]
+        for num, den, comp in found + self._best_pairs(timed):
             self.store.append_ratio(ratio_record(comp.label, num, den, gm.attempt, comp.figure))
 
     def _final(self, m: Member) -> None:
@@ -190,7 +193,8 @@ class Runner:
             if comp.numerator.startswith("best-") or comp.denominator.startswith("best-"):
                 continue
             for num, den, *_ in comparison_pairs(comp, rows):
-                out.append((num["_m"], den["_m"], comp))
+                if num is not None and den is not None:
+                    out.append((num["_m"], den["_m"], comp))
         return out
 
     def _best_pairs(self, timed: list[Member]):
@@ -202,7 +206,8 @@ class Runner:
             if not (comp.numerator.startswith("best-") or comp.denominator.startswith("best-")):
                 continue
             for num, den, *_ in comparison_pairs(comp, where(rows, status="ok")):
-                out.append((comp, num["_m"], den["_m"]))
+                if num is not None and den is not None:
+                    out.append((num["_m"], den["_m"], comp))
         return out
 
 

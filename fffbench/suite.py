@@ -339,6 +339,32 @@ def _timing(doc, value) -> TimingConfig:
     return TimingConfig(**kw)
 
 
+def _figure_comparison(doc, c: dict, q: tuple) -> tuple[dict, object]:
+    """A comparison that names a paper figure: its definition fills in (and must agree with) the keys."""
+    if c["figure"] not in paper.BY_KEY or paper.BY_KEY[c["figure"]].kind != "speedup":
+        doc.fail(q + ("figure",), f"unknown figure {c['figure']!r}; expected one of: "
+                                  + ", ".join(f.key for f in paper.FIGURES if f.kind == "speedup"))
+    fig = paper.BY_KEY[c["figure"]]
+    for k, v in (("numerator", fig.numerator), ("denominator", fig.denominator), ("hidden", fig.hidden),
+                 ("device", fig.device)):
+        if k in c and c[k] != v:
+            doc.fail(q + (k,), f"figure {fig.key} defines '{k}' as {v!r}, the comparison says {c[k]!r}")
+    return {"label": fig.what, "numerator": fig.numerator, "denominator": fig.denominator, "hidden": fig.hidden,
+            "device": fig.device} | c, fig
+
+
+def _side(doc, c: dict, q: tuple, k: str, fam: str, backends) -> None:
+    b = c[k]
+    if b in BEST:
+        if BEST[b] != fam:
+            doc.fail(q + (k,), f"'{k}' must be an {fam.upper()} backend or 'best-{fam}', got {b!r}")
+    elif b not in backends:
+        doc.fail(q + (k,), f"'{k}' names {b!r}, which is not in this suite's 'backends'")
+    elif get_backend(b).family != fam:
+        doc.fail(q + (k,), f"'{k}' must be an {fam.upper()} backend (speedup = FF time / FFF time), "
+                           f"{b!r} is {get_backend(b).family.upper()}")
+
+
 def _comparisons(doc, top, backends) -> tuple[Comparison, ...]:
     value = top.get("comparisons") or []
     if not isinstance(value, list):
@@ -350,31 +376,12 @@ def _comparisons(doc, top, backends) -> tuple[Comparison, ...]:
             doc.fail(q + ("paper",), "'paper' is no longer a comparison key: the paper's figures are defined once; "
                                      f"refer to one with 'figure: KEY' ({', '.join(paper.BY_KEY)})", key=True)
         c = _keys(doc, c, _COMPARISON, q, "a comparison")
-        fig = None
-        if "figure" in c:
-            if c["figure"] not in paper.BY_KEY or paper.BY_KEY[c["figure"]].kind != "speedup":
-                doc.fail(q + ("figure",), f"unknown figure {c['figure']!r}; expected one of: "
-                                          + ", ".join(f.key for f in paper.FIGURES if f.kind == "speedup"))
-            fig = paper.BY_KEY[c["figure"]]
-            for k, v in (("numerator", fig.numerator), ("denominator", fig.denominator), ("hidden", fig.hidden),
-                         ("device", fig.device)):
-                if k in c and c[k] != v:
-                    doc.fail(q + (k,), f"figure {fig.key} defines '{k}' as {v!r}, the comparison says {c[k]!r}")
-            c = {"label": fig.what, "numerator": fig.numerator, "denominator": fig.denominator, "hidden": fig.hidden,
-                 "device": fig.device} | c
+        c, fig = _figure_comparison(doc, c, q) if "figure" in c else (c, None)
         for k in ("label", "numerator", "denominator"):
             if k not in c:
                 doc.fail(q, f"comparison {i + 1} lacks '{k}'")
-        for k, fam in (("numerator", "ff"), ("denominator", "fff")):
-            b = c[k]
-            if b in BEST:
-                if BEST[b] != fam:
-                    doc.fail(q + (k,), f"'{k}' must be an {fam.upper()} backend or 'best-{fam}', got {b!r}")
-            elif b not in backends:
-                doc.fail(q + (k,), f"'{k}' names {b!r}, which is not in this suite's 'backends'")
-            elif get_backend(b).family != fam:
-                doc.fail(q + (k,), f"'{k}' must be an {fam.upper()} backend (speedup = FF time / FFF time), "
-                                   f"{b!r} is {get_backend(b).family.upper()}")
+        _side(doc, c, q, "numerator", "ff", backends)
+        _side(doc, c, q, "denominator", "fff", backends)
         hidden = _int(doc, c["hidden"], q + ("hidden",), 1) if c.get("hidden") is not None else None
         device = _choice(doc, c["device"], q + ("device",), DEVICES) if c.get("device") is not None else None
         out.append(Comparison(str(c["label"]), c["numerator"], c["denominator"], hidden, device,

@@ -66,60 +66,86 @@ def main(argv=None) -> int:
     return 0
 
 
-def run(task: dict, emit) -> None:
-    from fffbench.casedata import input_of, load_reference, weights_of
+class _Data:
+    """The group's input (one workload: the same rows for every member) and each layer's weights."""
+
+    def __init__(self):
+        self.x, self.weights = None, {}
+
+    def of(self, case):
+        from fffbench.casedata import input_of, weights_of
+
+        if self.x is None:
+            self.x = input_of(case)
+        key = (repr(case.layer), case.seed)
+        if key not in self.weights:
+            self.weights[key] = weights_of(case)
+        return self.x, self.weights[key]
+
+
+def _failed(emit, key: str, e: Exception) -> None:
+    if type(e).__name__ == "RegimeNotApplicable":
+        emit("skip", key=key, reason=str(e))
+    else:
+        emit("error", key=key, reason=_reason(e), where=traceback.format_exc(limit=-3)[-1500:])
+    _free_device_memory()
+
+
+def _member(m: dict, data: _Data, cfg, threads: int, emit):
+    """Build, first call, gate (when asked), warm-up: the member's sampler, or None when it is
+    finished here (wrong, skipped or failed; the events say which)."""
+    from fffbench.casedata import load_reference
     from fffbench.correctness import check_output
     from fffbench.registry import get_backend
     from fffbench.suite import Case
-    from fffbench.timing import TimingConfig, plan_rounds, sampler_module
-    from fffbench.timing.load import LoadProbe
+    from fffbench.timing import sampler_module
     from fffbench.timing.regime import Regime
 
+    key, case = m["key"], Case(**m["case"])
+    emit("begin", key=key, phase="build")
+    x, weights = data.of(case)
+    kernel = get_backend(m["backend"]).build(case.layer, weights, device=case.device, dtype=case.dtype,
+                                             threads=threads)
+    if "torch" in sys.modules:  # a torch backend: its intra-op pool follows the case too
+        sys.modules["torch"].set_num_threads(threads)
+    xn = kernel.prepare(x)
+    emit("begin", key=key, phase="first call")
+    t0 = time.perf_counter()
+    y = kernel.run(xn)
+    kernel.synchronize()
+    first_s = time.perf_counter() - t0
+    emit("built", key=key, impl=kernel.describe(), first_s=first_s)
+    if m.get("reference"):
+        emit("begin", key=key, phase="gate")
+        chk = check_output(kernel.to_numpy(y), load_reference(m["reference"], case.width), case.dtype, case.family)
+        emit("gate", key=key, passed=chk.passed, reason=chk.reason, rel_err=chk.rel_err, max_row_err=chk.max_row_err,
+             path_agreement=chk.path_agreement, decisive_frac=chk.decisive_frac)
+        if not chk.passed:
+            return None
+    del y
+    if cfg.max_call_s and first_s > cfg.max_call_s:
+        emit("skip", key=key, reason=f"output checked, not timed: one call took {first_s:.1f} s "
+                                     f"(timing.max_call_s is {cfg.max_call_s:g} s)")
+        return None
+    emit("begin", key=key, phase="warm-up")
+    regime = Regime.parse(m["regime"])
+    return sampler_module(regime).Sampler(kernel, xn, regime, cfg, first_s)
+
+
+def run(task: dict, emit) -> None:
+    from fffbench.timing import TimingConfig, plan_rounds
+    from fffbench.timing.load import LoadProbe
+
     cfg = TimingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in task["timing"].items()})
-    threads, process = int(task["threads"]), int(task["process"])
-    weights, x, samplers = {}, None, {}
+    threads, process, data = int(task["threads"]), int(task["process"]), _Data()
+    samplers = {}
     for m in task["members"]:
-        key, case = m["key"], Case(**m["case"])
-        backend = get_backend(m["backend"])
-        regime = Regime.parse(m["regime"])
         try:
-            emit("begin", key=key, phase="build")
-            if x is None:
-                x = input_of(case)
-            wkey = (repr(case.layer), case.seed)
-            if wkey not in weights:
-                weights[wkey] = weights_of(case)
-            kernel = backend.build(case.layer, weights[wkey], device=case.device, dtype=case.dtype, threads=threads)
-            if "torch" in sys.modules:  # a torch backend: its intra-op pool follows the case too
-                sys.modules["torch"].set_num_threads(threads)
-            xn = kernel.prepare(x)
-            emit("begin", key=key, phase="first call")
-            t0 = time.perf_counter()
-            y = kernel.run(xn)
-            kernel.synchronize()
-            first_s = time.perf_counter() - t0
-            emit("built", key=key, impl=kernel.describe(), first_s=first_s)
-            if m.get("reference"):
-                emit("begin", key=key, phase="gate")
-                chk = check_output(kernel.to_numpy(y), load_reference(m["reference"], case.width), case.dtype,
-                                   case.family)
-                emit("gate", key=key, passed=chk.passed, reason=chk.reason, rel_err=chk.rel_err,
-                     max_row_err=chk.max_row_err, path_agreement=chk.path_agreement, decisive_frac=chk.decisive_frac)
-                if not chk.passed:
-                    continue
-            del y
-            if cfg.max_call_s and first_s > cfg.max_call_s:
-                emit("skip", key=key, reason=f"output checked, not timed: one call took {first_s:.1f} s "
-                                             f"(timing.max_call_s is {cfg.max_call_s:g} s)")
-                continue
-            emit("begin", key=key, phase="warm-up")
-            samplers[key] = sampler_module(regime).Sampler(kernel, xn, regime, cfg, first_s)
+            sampler = _member(m, data, cfg, threads, emit)
+            if sampler is not None:
+                samplers[m["key"]] = sampler
         except Exception as e:
-            if type(e).__name__ == "RegimeNotApplicable":
-                emit("skip", key=key, reason=str(e))
-            else:
-                emit("error", key=key, reason=_reason(e), where=traceback.format_exc(limit=-3)[-1500:])
-            _free_device_memory()
+            _failed(emit, m["key"], e)
     rounds, plans = plan_rounds({k: s.per_call_s for k, s in samplers.items()}, cfg, int(task["processes"]))
     ready = {}
     for k, s in samplers.items():
@@ -128,7 +154,7 @@ def run(task: dict, emit) -> None:
                 s.prepare(plans[k].number)  # e.g. capture the CUDA graph, outside every round
             ready[k] = s
         except Exception as e:
-            emit("skip" if type(e).__name__ == "RegimeNotApplicable" else "error", key=k, reason=_reason(e))
+            _failed(emit, k, e)
     probe = LoadProbe() if task.get("device") == "cpu" else None
     order = list(ready)
     for r in range(rounds):

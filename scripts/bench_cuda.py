@@ -147,6 +147,38 @@ def check_kernel(k, layer, w, x, xt, dtype, ref=None):
     return chk, same, ref
 
 
+def _variants(layer, B, dtype):
+    """The kernels a shape is checked with: the default, the v3 baseline (fp32, few batches) and
+    the staged v4 pipeline forced where the one-launch paths would otherwise run."""
+    for name in ("fff-cuda", "fff-cuda-v3", "v4 staged"):
+        if name == "fff-cuda-v3" and (dtype == "bfloat16" or B not in (1, 777)):
+            continue
+        if name == "v4 staged" and B < 256:
+            continue
+        yield name
+
+
+def _check_shape(layer, w, x, ref, B, dtype, name):
+    if name == "v4 staged":
+        from fffbench.backends.cuda_kernels import CudaKernel
+
+        kern = CudaKernel(FffOptimized(layer, w, "cuda", dtype, small_max=0, tiny_max=0), "cuda", dtype)
+    else:
+        kern = fb.get_backend(name).build(layer, w, device="cuda", dtype=dtype)
+    xt = torch.as_tensor(x).to("cuda", TDT[dtype])
+    chk, same, _ = check_kernel(kern.fn, layer, w, x, xt, dtype, ref)
+    ok = chk.passed and same
+    msg = f"err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}" + ("" if same else " CALLS DIFFER")
+    ROWS.append(dict(section="shapes", layer=layer.label, batch=B, dtype=dtype, backend=name,
+                     ok=ok, rel_err=chk.rel_err, agree=chk.path_agreement, reason=chk.reason,
+                     impl=kern.describe()))
+    if not ok or (B in (1, 4096) and name != "fff-cuda-v3" and layer.depth == 11):
+        log(f"  {'ok  ' if ok else 'FAIL'} {layer.label:22s} B={B:5d} {dtype:8s} {name:11s} {msg} "
+            f"{chk.reason} | {kern.describe()[:90]}")
+    if not ok and name != "fff-cuda-v3":
+        diagnose(kern.fn, layer, w, x, B)
+
+
 def section_shapes(quick):
     log("== shapes: fff-cuda (v4 default) and fff-cuda-v3 against float64")
     shapes = [fb.FFF(width=768, depth=11), fb.FFF(width=768, depth=0), fb.FFF(width=768, depth=3),
@@ -164,30 +196,9 @@ def section_shapes(quick):
             for dtype in ("float32", "bfloat16"):
                 if dtype == "bfloat16" and B not in (1, 777, 4096):
                     continue
-                for name in ("fff-cuda", "fff-cuda-v3", "v4 staged"):
-                    if name == "fff-cuda-v3" and (dtype == "bfloat16" or B not in (1, 777)):
-                        continue
-                    if name == "v4 staged" and B < 256:
-                        continue
+                for name in _variants(layer, B, dtype):
                     try:
-                        if name == "v4 staged":
-                            from fffbench.backends.cuda_kernels import CudaKernel
-
-                            kern = CudaKernel(FffOptimized(layer, w, "cuda", dtype, small_max=0, tiny_max=0), "cuda", dtype)
-                        else:
-                            kern = fb.get_backend(name).build(layer, w, device="cuda", dtype=dtype)
-                        xt = torch.as_tensor(x).to("cuda", TDT[dtype])
-                        chk, same, _ = check_kernel(kern.fn, layer, w, x, xt, dtype, ref)
-                        ok = chk.passed and same
-                        msg = f"err={chk.rel_err:.1e} agree={chk.path_agreement:.4f}" + ("" if same else " CALLS DIFFER")
-                        ROWS.append(dict(section="shapes", layer=layer.label, batch=B, dtype=dtype, backend=name,
-                                         ok=ok, rel_err=chk.rel_err, agree=chk.path_agreement, reason=chk.reason,
-                                         impl=kern.describe()))
-                        if not ok or (B in (1, 4096) and name != "fff-cuda-v3" and layer.depth == 11):
-                            log(f"  {'ok  ' if ok else 'FAIL'} {layer.label:22s} B={B:5d} {dtype:8s} {name:11s} {msg} "
-                                f"{chk.reason} | {kern.describe()[:90]}")
-                        if not ok and name != "fff-cuda-v3":
-                            diagnose(kern.fn, layer, w, x, B)
+                        _check_shape(layer, w, x, ref, B, dtype, name)
                     except Exception as e:  # keep going: one broken case must not hide the others
                         log(f"  ERROR {layer.label} B={B} {dtype} {name}: {type(e).__name__}: {e}")
                         ROWS.append(dict(section="shapes", layer=layer.label, batch=B, dtype=dtype, backend=name,

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 import fffbench as fb
 from fffbench import plots as P
 from fffbench import report as R
-from fffbench.runs import load
 from fffbench.cli import app
+from fffbench.runs import load
 from fffbench.timing.stats import median_ci
 
 MINI = Path(__file__).parent / "data" / "mini"

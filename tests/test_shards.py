@@ -209,7 +209,6 @@ def test_inline_executor_finishes_a_shard_in_this_process(tmp_path):
 
 
 def test_replicas_run_every_case_and_compare_as_machines(tmp_path):
-    from fffbench import report as R
     from fffbench.shards import launch
 
     suite = parse_suite(TINY, str(tmp_path / "tiny.yaml"))

@@ -230,7 +230,7 @@ class FffOptimized:
         if B in self.plans:
             return self.plans[B]
         lay, L = self.layer, self.layer.levels
-        small = 2 if B <= self.tiny_max else int(B <= self.small_max)
+        small = 2 if self.tiny_max >= B else int(self.small_max >= B)
         stages = v4_stages(L)
         slot_ints = sum((1 << l0) * B for l0, _ in stages[1:])
         if not small and slot_ints > MAX_SLOT_INTS:

@@ -42,7 +42,7 @@ def _check_executor(executor: str | None) -> None:
 def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, wait, progress, summary,
                 replicate=False, max_cases: int = 100_000):
     """``fffbench run`` with a local or Slurm executor, or ``--resume`` of a sharded run."""
-    from fffbench.cli.run import load_checked
+    from fffbench.cli.summary import load_checked
     from fffbench.shards import launch
     from fffbench.shards.slurm import SlurmOptions
     from fffbench.store import SUITE_COPY, StoreError
@@ -82,7 +82,7 @@ def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, w
 
 
 def _conclude(outcome, suite, summary: bool) -> None:
-    from fffbench.cli.run import conclude
+    from fffbench.cli.summary import conclude
     from fffbench.console import print_summary
     from fffbench.shards.launch import conclude as conclude_shards
     from fffbench.shards.merge import machines

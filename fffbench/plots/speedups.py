@@ -86,6 +86,50 @@ def speedup_data(runs: Runs, levels: pd.DataFrame | None = None, best: pd.DataFr
     return pd.DataFrame(out)
 
 
+def _bars(ax, data: pd.DataFrame, groups: list) -> None:
+    """One bar per run in each group, labelled with its value, with its interval and roofline limit."""
+    run_list = list(dict.fromkeys(data["run"]))
+    bw = 0.8 / len(run_list)
+    for i, run in enumerate(run_list):
+        d = data[data["run"] == run]
+        x = np.array([groups.index(g) for g in d["group"]]) - 0.4 + bw * (i + 0.5)
+        label = f"{run}: {d['machine'].iloc[0]}" if len(run_list) > 1 else "measured (95% CI)"
+        ax.bar(x, d["speedup"] - 1, bw * 0.9, bottom=1, color=COLORS[i % len(COLORS)], label=label,
+               yerr=yerr(d), capsize=3, ecolor="0.2")
+        for xi, s, hi in zip(x, d["speedup"], d["ci_high"].fillna(d["speedup"])):
+            ax.annotate(f"{s:.3g}x", (xi, max(s, hi)), textcoords="offset points", xytext=(0, 3), ha="center",
+                        fontsize=7 if len(run_list) < 3 else 6)
+        for xi, roof in zip(x, d["roofline_limit"]):
+            if np.isfinite(roof):
+                ax.hlines(roof, xi - bw / 2, xi + bw / 2, **STYLE["roofline"])
+
+
+def _limits_and_paper(ax, data: pd.DataFrame, groups: list) -> None:
+    for xg, g in enumerate(groups):
+        d = data[data["group"] == g]
+        ax.hlines(d["neuron_limit"].iloc[0], xg - 0.45, xg + 0.45, **STYLE["neuron"])
+        p = d.dropna(subset=["paper"])
+        if len(p):
+            sec = bool(p["paper_secondary"].iloc[0])
+            ax.plot([xg], [p["paper"].iloc[0]], color="white" if sec else "goldenrod", **STYLE["paper"])
+            ax.annotate(f"paper {p['paper'].iloc[0]:g}x" + (" (secondary)" if sec else ""), (xg, p["paper"].iloc[0]),
+                        textcoords="offset points", xytext=(9, -3), fontsize=8)
+
+
+def _legend(ax, data: pd.DataFrame) -> None:
+    """Only what is drawn: the bars, the neuron limit, the roofline where measured, the stars shown."""
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], label="neuron-ratio limit", **STYLE["neuron"]))
+    if data["roofline_limit"].notna().any():
+        handles.append(Line2D([], [], label="roofline limit (measured ceilings)", **STYLE["roofline"]))
+    drawn = data.dropna(subset=["paper"])
+    for secondary, color in ((False, "goldenrod"), (True, "white")):
+        if (drawn["paper_secondary"] == secondary).any():
+            handles.append(Line2D([], [], color=color, label="paper's figure" + (" (secondary)" if secondary else ""),
+                                  **STYLE["paper"]))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
 def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
     """Grouped bars on a log scale from 1x, level-matched then best against best, one bar per run,
     each labelled with its value; 95% intervals as error bars, the paper's figures as stars, limits
@@ -101,30 +145,8 @@ def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
     if data.empty:
         return empty(fig, ax, "no FFF and FF rows to compare"), data
     groups = list(dict.fromkeys(data.sort_values("kind", kind="stable", key=lambda k: k != "level-matched")["group"]))
-    run_list = list(dict.fromkeys(data["run"]))
-    bw = 0.8 / len(run_list)
-    for i, run in enumerate(run_list):
-        d = data[data["run"] == run]
-        x = np.array([groups.index(g) for g in d["group"]]) - 0.4 + bw * (i + 0.5)
-        label = f"{run}: {d['machine'].iloc[0]}" if len(run_list) > 1 else "measured (95% CI)"
-        ax.bar(x, d["speedup"] - 1, bw * 0.9, bottom=1, color=COLORS[i % len(COLORS)], label=label,
-               yerr=yerr(d), capsize=3, ecolor="0.2")
-        for xi, s, hi in zip(x, d["speedup"], d["ci_high"].fillna(d["speedup"])):
-            ax.annotate(f"{s:.3g}x", (xi, max(s, hi)), textcoords="offset points", xytext=(0, 3), ha="center",
-                        fontsize=7 if len(run_list) < 3 else 6)
-        for xi, roof in zip(x, d["roofline_limit"]):
-            if np.isfinite(roof):
-                ax.hlines(roof, xi - bw / 2, xi + bw / 2, **STYLE["roofline"])
-    for g in groups:
-        d = data[data["group"] == g]
-        xg = groups.index(g)
-        ax.hlines(d["neuron_limit"].iloc[0], xg - 0.45, xg + 0.45, **STYLE["neuron"])
-        p = d.dropna(subset=["paper"])
-        if len(p):
-            sec = bool(p["paper_secondary"].iloc[0])
-            ax.plot([xg], [p["paper"].iloc[0]], color="white" if sec else "goldenrod", **STYLE["paper"])
-            ax.annotate(f"paper {p['paper'].iloc[0]:g}x" + (" (secondary)" if sec else ""), (xg, p["paper"].iloc[0]),
-                        textcoords="offset points", xytext=(9, -3), fontsize=8)
+    _bars(ax, data, groups)
+    _limits_and_paper(ax, data, groups)
     n_level = sum(1 for g in groups if (data.loc[data["group"] == g, "kind"] == "level-matched").any())
     if 0 < n_level < len(groups):
         ax.axvline(n_level - 0.5, color="0.6", linewidth=0.8)
@@ -137,16 +159,7 @@ def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
     first = data.iloc[0]
     ax.set_title(f"FFF {first['fff']} speedups, batch {first['batch']}, {first['dtype']}: level-matched | best vs best"
                  f"\n{title(runs, data)}", fontsize=10)
-    handles, _ = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], label="neuron-ratio limit", **STYLE["neuron"]))
-    if data["roofline_limit"].notna().any():
-        handles.append(Line2D([], [], label="roofline limit (measured ceilings)", **STYLE["roofline"]))
-    drawn = data.dropna(subset=["paper"])
-    for secondary, color in ((False, "goldenrod"), (True, "white")):
-        if (drawn["paper_secondary"] == secondary).any():
-            handles.append(Line2D([], [], color=color, label="paper's figure" + (" (secondary)" if secondary else ""),
-                                  **STYLE["paper"]))
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    _legend(ax, data)
     note = "H: the FF hidden width"
     if data["group"].str.contains("†|‡").any():
         note = "† no FFF at this level: the fastest FFF.   ‡ no FF at this level: the fastest FF.   " + note

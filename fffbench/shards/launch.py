@@ -143,7 +143,7 @@ def run_shards(run_dir, manifest: dict, indices: list[int], executor: str, wait:
 
     jobs = submit.submit(run_dir, manifest, indices, executor)
     if not wait:
-        return Outcome(Path(run_dir), manifest, executor, indices, {k: None for k in indices}, waited=False)
+        return Outcome(Path(run_dir), manifest, executor, indices, dict.fromkeys(indices), waited=False)
     failures = submit.wait(run_dir, manifest, jobs, progress=progress)
     return Outcome(Path(run_dir), manifest, executor, indices, failures)
 

@@ -14,6 +14,7 @@ and ``--cpus-per-task`` CPUs each. Job folders (scripts, pickles, logs) are ``RU
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -81,20 +82,16 @@ def failure(job) -> str | None:
     except Exception as e:  # submitit raises FailedJobError / UncompletedJobError with the job's output
         text = str(e)
     state = ""
-    try:
+    with contextlib.suppress(Exception):  # a job whose state the scheduler no longer knows
         state = str(job.state)
-    except Exception:
-        pass
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not set(ln.strip()) <= set("-=")]
     # the exception's own line: the last "Type: message" line of the traceback submitit passes on
     detail = next((ln for ln in reversed(lines) if ":" in ln and not ln.startswith("File ")),
                   lines[-1] if lines else "")
     if "has not produced any output" in text:
         log = ""
-        try:
+        with contextlib.suppress(Exception):  # no log file left to read
             log = (job.stderr() or "").strip()
-        except Exception:
-            pass
         last = [ln for ln in log.splitlines() if ln.strip()]
         detail = "the process died without a result (killed, out of memory, or exited)" + (
             f"; last log line: {last[-1].strip()[:200]}" if last else "")
@@ -143,8 +140,6 @@ def job_states(manifest: dict, run_dir) -> dict[int, str]:
     for s in manifest["shards"]:
         if not s["jobs"] or s["jobs"][-1]["executor"] != "slurm":
             continue
-        try:
+        with contextlib.suppress(Exception):  # sacct does not know the job (yet, or any more)
             out[s["index"]] = str(submitit.SlurmJob(Path(run_dir) / "slurm", s["jobs"][-1]["job_id"]).state)
-        except Exception:
-            pass
     return out

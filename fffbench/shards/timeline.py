@@ -63,9 +63,9 @@ def overlaps(iv: pd.DataFrame) -> list[tuple[dict, dict]]:
     """Overlapping measurements on one device (a GPU, or the CPU), and CPU measurements that overlap
     any measurement on their host."""
     out = []
-    for (_, key), g in iv.groupby(["host", "device_key"], sort=True):
+    for _, g in iv.groupby(["host", "device_key"], sort=True):
         out += _overlaps(g)
-    for host, g in iv.groupby("host", sort=True):
+    for _, g in iv.groupby("host", sort=True):
         cpu = g[g["device_key"] == "cpu"]
         for c in cpu.to_dict("records"):
             other = g[(g["device_key"] != "cpu") & (g["start"] < c["end"]) & (g["end"] > c["start"])]

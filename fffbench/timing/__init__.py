@@ -105,10 +105,7 @@ def plan_rounds(per_call: dict, cfg: TimingConfig, processes: int) -> tuple[int,
     plans = {}
     for k, t in per_call.items():
         sample = numbers[k] * max(t, 1e-9)
-        if cfg.repetitions:
-            total = share
-        else:
-            total = max(share, min(cfg.max_reps, int(cfg.budget_s / sample)))
+        total = share if cfg.repetitions else max(share, min(cfg.max_reps, int(cfg.budget_s / sample)))
         plans[k] = RowPlan(numbers[k], max(1, math.ceil(total / rounds)))
     return rounds, plans
 

@@ -56,8 +56,7 @@ def log_t_interval(values, confidence: float = 0.95) -> tuple[float, float, floa
 
 
 def _empty() -> dict:
-    return {k: math.nan for k in ("median_s", "iqr_s", "min_s", "mean_s", "std_s", "ci_low_s", "ci_high_s",
-                                  "between_cv")} | {"n_samples": 0, "n_processes": 0, "noisy": False}
+    return dict.fromkeys(("median_s", "iqr_s", "min_s", "mean_s", "std_s", "ci_low_s", "ci_high_s", "between_cv"), math.nan) | {"n_samples": 0, "n_processes": 0, "noisy": False}
 
 
 def summarize(samples, processes=None) -> dict:
