@@ -25,6 +25,7 @@ typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef int32_t i32x16 __attribute__((vector_size(64)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
 typedef uint16_t u16x16u __attribute__((vector_size(32), aligned(2)));
+typedef float v16u2 __attribute__((vector_size(64), aligned(2)));
 
 /* ---- exact (erf) GELU in float32 --------------------------------------------------------------
  * erfc(|u|) by Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) with a branch-free expf, so
@@ -97,6 +98,19 @@ FFFC_INLINE u16x16 v16_to_bf16(v16 v) {
     u = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
     return __builtin_convertvector(u, u16x16);
 }
+
+/* Native bf16 dot products (AVX512-BF16 vdpbf16ps): 32 bf16 pairs of x and w summed into 16 fp32
+ * lanes in one instruction, with no conversion of either operand. Where the CPU lacks it the bf16
+ * kernels widen each operand to fp32 first (two integer ops per 16 elements and operand). */
+#if defined(__AVX512BF16__)
+#define FFFC_DPBF16 1
+FFFC_INLINE v16 fffc_dpbf16(v16 acc, v16 a, v16 b) {
+    return (v16)_mm512_dpbf16_ps((__m512)acc, (__m512bh)a, (__m512bh)b);
+}
+#else
+#define FFFC_DPBF16 0
+FFFC_INLINE v16 fffc_dpbf16(v16 acc, v16 a, v16 b) { return acc + a * b; } /* never called */
+#endif
 
 /* element type of x, weights and y: 0 float32, 1 bfloat16 (fp32 accumulation either way) */
 FFFC_INLINE v16 ldv(const void *p, size_t i, int bf) {

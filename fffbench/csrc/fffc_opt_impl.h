@@ -1,5 +1,15 @@
 /* Body of fffc_opt.c, included once per element type: BF (0 float32, 1 bfloat16) and SFX(name). */
 
+/* One multiply-accumulate step of a dot product consumes CH elements of both operands: 16 floats,
+ * or with native bf16 32 bf16 (loaded as raw bits and fed to vdpbf16ps). ldr loads a step's
+ * operand, fmr accumulates; the remainder of d below CH goes through ldv (converting) and scalars. */
+#define NATIVE (BF && FFFC_DPBF16)
+#define CH (NATIVE ? 32 : 16)
+FFFC_INLINE v16 SFX(ldr)(const void *p, size_t j) {
+    return NATIVE ? *(const v16u2 *)((const uint16_t *)p + j) : ldv(p, j, BF);
+}
+FFFC_INLINE v16 SFX(fmr)(v16 acc, v16 a, v16 b) { return NATIVE ? fffc_dpbf16(acc, a, b) : acc + a * b; }
+
 /* G dots x_g . w_g in one loop: G independent chains, two accumulators each, so neither the FMA
  * latency nor one row's dependency on its previous level stalls the core. */
 #define DEF_DOTS(G)                                                                                   \
@@ -7,14 +17,18 @@
         v16 a0[G], a1[G];                                                                             \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = v16_splat(0.0f);          \
         long j = 0;                                                                                   \
-        for (; j + 32 <= d; j += 32) {                                                                \
+        for (; j + 2 * CH <= d; j += 2 * CH) {                                                        \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                     \
-                a0[g] += ldv(xr[g], j, BF) * ldv(wr[g], j, BF);                                       \
-                a1[g] += ldv(xr[g], j + 16, BF) * ldv(wr[g], j + 16, BF);                             \
+                a0[g] = SFX(fmr)(a0[g], SFX(ldr)(xr[g], j), SFX(ldr)(wr[g], j));                      \
+                a1[g] = SFX(fmr)(a1[g], SFX(ldr)(xr[g], j + CH), SFX(ldr)(wr[g], j + CH));             \
             }                                                                                         \
         }                                                                                             \
+        for (; j + CH <= d; j += CH) {                                                                \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                       \
+                a0[g] = SFX(fmr)(a0[g], SFX(ldr)(xr[g], j), SFX(ldr)(wr[g], j));                      \
+        }                                                                                             \
         for (; j + 16 <= d; j += 16) {                                                                \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] += ldv(xr[g], j, BF) * ldv(wr[g], j, BF); \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a1[g] += ldv(xr[g], j, BF) * ldv(wr[g], j, BF); \
         }                                                                                             \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                         \
             float s = v16_hsum(a0[g] + a1[g]);                                                        \
@@ -47,14 +61,25 @@ static void SFX(dots)(const void *const *xr, const void *const *wr, int G, long 
 
 /* Walk levels l0..l1 of one tree for G <= 8 rows together. n[g]: the rows' nodes at level l0 (tree
  * relative), updated in place. Row g's level l goes to nid[g][l] (the absolute W1/W2 row, off + node)
- * and act[g][l]. pf: prefetch each row's next W1 row (to L2) as soon as it is known. */
-static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const float *b1, long d, long off, long *n,
-                             int l0, int l1, int32_t *const *nid, float *const *act, int pf) {
+ * and act[g][l]. pf 1: prefetch each row's next W1 row (to L2) once it is known; pf 2: prefetch both
+ * children's W1 rows (to L1) and the node's W2 row before the dot, so the next level's load latency
+ * overlaps this level's dot instead of following it. */
+static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const float *b1, const void *w2, long d,
+                             long dout, long off, long *n, int l0, int l1, int32_t *const *nid, float *const *act,
+                             int pf) {
     const size_t es = BF ? 2 : 4;
     const void *wr[8];
     float z[8];
     for (int l = l0; l <= l1; l++) {
         for (int g = 0; g < G; g++) wr[g] = (const char *)w1 + (size_t)(off + n[g]) * d * es;
+        if (pf == 2)
+            for (int g = 0; g < G; g++) {
+                if (l < l1) {
+                    const char *c = (const char *)w1 + (size_t)(off + 2 * n[g] + 1) * d * es;
+                    for (size_t o = 0; o < 2 * d * es; o += 64) __builtin_prefetch(c + o, 0, 3);
+                }
+                prefetch_row((const char *)w2 + (size_t)(off + n[g]) * dout * es, dout * es);
+            }
         SFX(dots)(xr, wr, G, d, z);
         for (int g = 0; g < G; g++) {
             long a = off + n[g];
@@ -63,7 +88,7 @@ static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const
             act[g][l] = fffc_gelu(zz);
             n[g] = 2 * n[g] + 1 + (zz > 0.0f);
         }
-        if (pf && l < l1)
+        if (pf == 1 && l < l1)
             for (int g = 0; g < G; g++) prefetch_row((const char *)w1 + (size_t)(off + n[g]) * d * es, d * es);
     }
 }
@@ -114,32 +139,47 @@ static void SFX(bag_group)(int G, int P, long dout, const void *w2, int32_t *con
         }
 }
 
-/* Any number of trees and depth. scratch: nid (B*K*(D+1) ints), act (B*K*(D+1) floats). */
-static void SFX(walk_all)(const void *x, long B, long d, long dout, long K, long D, const void *w1, const float *b1,
-                          const void *w2, void *y, int group, int pf, int nt, int nthreads, int32_t *nid,
-                          float *act) {
-    long N = (2L << D) - 1, L = D + 1, P = K * L;
+/* One group of G <= 8 rows from r0: walk every tree, then the bag. Nodes and activations live on
+ * the stack when a row has at most WALK_STACK of them, else in the caller's scratch (rows r0..). */
+#define WALK_STACK 64
+static void SFX(walk_group)(const fffc_plan *p, const void *x, void *y, long r0, int G, int32_t *nid, float *act) {
+    long D = p->D, K = p->K, N = (2L << D) - 1, L = D + 1, P = K * L, d = p->d, dout = p->dout;
     const size_t es = BF ? 2 : 4;
-    int G = group < 1 ? 1 : group > 8 ? 8 : group;
-#pragma omp parallel for schedule(static) num_threads(fffc_threads(nthreads))
-    for (long r0 = 0; r0 < B; r0 += G) {
-        int g_n = (int)(B - r0 < G ? B - r0 : G);
-        const void *xr[8];
-        void *yr[8];
-        long n[8];
-        int32_t *ni[8];
-        float *ac[8];
-        for (long k = 0; k < K; k++) {
-            for (int g = 0; g < g_n; g++) {
-                xr[g] = (const char *)x + (size_t)(r0 + g) * d * es, n[g] = 0;
-                ni[g] = nid + (r0 + g) * P + k * L, ac[g] = act + (r0 + g) * P + k * L;
-            }
-            SFX(walk)(xr, g_n, w1, b1, d, k * N, n, 0, (int)D, ni, ac, pf);
+    int32_t nid_s[8 * WALK_STACK];
+    float act_s[8 * WALK_STACK];
+    int stack = P <= WALK_STACK;
+    const void *xr[8];
+    void *yr[8];
+    long n[8];
+    int32_t *ni[8];
+    float *ac[8];
+    for (long k = 0; k < K; k++) {
+        for (int g = 0; g < G; g++) {
+            xr[g] = (const char *)x + (size_t)(r0 + g) * d * es, n[g] = 0;
+            ni[g] = (stack ? nid_s + g * P : nid + (r0 + g) * P) + k * L;
+            ac[g] = (stack ? act_s + g * P : act + (r0 + g) * P) + k * L;
         }
-        for (int g = 0; g < g_n; g++)
-            ni[g] = nid + (r0 + g) * P, ac[g] = act + (r0 + g) * P, yr[g] = (char *)y + (size_t)(r0 + g) * dout * es;
-        SFX(bag_group)(g_n, (int)P, dout, w2, ni, ac, yr, nt);
+        SFX(walk)(xr, G, p->w1, p->b1, p->w2, d, dout, k * N, n, 0, (int)D, ni, ac, p->pf);
     }
+    for (int g = 0; g < G; g++) {
+        ni[g] = stack ? nid_s + g * P : nid + (r0 + g) * P;
+        ac[g] = stack ? act_s + g * P : act + (r0 + g) * P;
+        yr[g] = (char *)y + (size_t)(r0 + g) * dout * es;
+    }
+    SFX(bag_group)(G, (int)P, dout, p->w2, ni, ac, yr, p->nt);
+}
+
+/* Any number of trees and depth. Below p->mt_rows rows one thread, with no parallel region at all
+ * (the fork and join of a team costs microseconds, more than a small batch's walk). */
+static void SFX(walk_all)(const fffc_plan *p, const void *x, void *y, long B, int32_t *nid, float *act) {
+    int G = p->group < 1 ? 1 : p->group > 8 ? 8 : p->group;
+    int nth = B < p->mt_rows ? 1 : fffc_threads(p->nthreads);
+    if (nth == 1) {
+        for (long r0 = 0; r0 < B; r0 += G) SFX(walk_group)(p, x, y, r0, (int)(B - r0 < G ? B - r0 : G), nid, act);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(nth)
+    for (long r0 = 0; r0 < B; r0 += G) SFX(walk_group)(p, x, y, r0, (int)(B - r0 < G ? B - r0 : G), nid, act);
 }
 
 /* G <= 8 dots of rows x_g with ONE weight row w (the rows share a node): the weight chunk is loaded
@@ -149,16 +189,20 @@ static void SFX(walk_all)(const void *x, long B, long d, long dout, long K, long
         v16 a0[G], a1[G];                                                                              \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = v16_splat(0.0f);           \
         long j = 0;                                                                                    \
-        for (; j + 32 <= d; j += 32) {                                                                 \
-            v16 w0 = ldv(w, j, BF), w1_ = ldv(w, j + 16, BF);                                          \
+        for (; j + 2 * CH <= d; j += 2 * CH) {                                                         \
+            v16 w0 = SFX(ldr)(w, j), w1_ = SFX(ldr)(w, j + CH);                                        \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
-                a0[g] += ldv(xr[g], j, BF) * w0;                                                       \
-                a1[g] += ldv(xr[g], j + 16, BF) * w1_;                                                 \
+                a0[g] = SFX(fmr)(a0[g], SFX(ldr)(xr[g], j), w0);                                       \
+                a1[g] = SFX(fmr)(a1[g], SFX(ldr)(xr[g], j + CH), w1_);                                 \
             }                                                                                          \
+        }                                                                                              \
+        for (; j + CH <= d; j += CH) {                                                                 \
+            v16 w0 = SFX(ldr)(w, j);                                                                   \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = SFX(fmr)(a0[g], SFX(ldr)(xr[g], j), w0); \
         }                                                                                              \
         for (; j + 16 <= d; j += 16) {                                                                 \
             v16 w0 = ldv(w, j, BF);                                                                    \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] += ldv(xr[g], j, BF) * w0;       \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a1[g] += ldv(xr[g], j, BF) * w0;       \
         }                                                                                              \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                          \
             float s = v16_hsum(a0[g] + a1[g]);                                                         \
@@ -273,12 +317,18 @@ static void SFX(gbag)(int G, long dout, const void *w2, const int32_t *const *ni
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
             _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] = v16_splat(0.0f);           \
         long j = 0;                                                                                    \
-        for (; j + 16 <= d; j += 16) {                                                                 \
+        for (; j + CH <= d; j += CH) {                                                                 \
             v16 w[M];                                                                                  \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) w[m] = ldv(wr[m], j, BF);              \
+            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) w[m] = SFX(ldr)(wr[m], j);             \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
+                v16 xv = SFX(ldr)(xr[g], j);                                                           \
+                _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] = SFX(fmr)(acc[g][m], xv, w[m]); \
+            }                                                                                          \
+        }                                                                                              \
+        for (; j + 16 <= d; j += 16) {                                                                 \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
                 v16 xv = ldv(xr[g], j, BF);                                                            \
-                _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] += xv * w[m];            \
+                _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] += xv * ldv(wr[m], j, BF); \
             }                                                                                          \
         }                                                                                              \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
@@ -418,15 +468,20 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
 }
 
 /* One tree, depth D > S: the two-phase, node-major schedule (see the top of fffc_opt.c).
- * scratch: nid and act (B*(D+1) each), perm (B), start (2^S + 1), work (WORK_INTS(R) ints per thread). */
-static void SFX(bucket)(const void *x, long B, long d, long dout, long D, const void *w1, const float *b1,
-                        const void *w2, void *y, int S, int R, int blk, int pf, int nt, int nthreads, int32_t *nid,
-                        float *act, int32_t *perm, long *start, int32_t *work) {
-    long L = D + 1, T = 1L << S;
+ * scratch: nid and act (B*(D+1) each), perm (B), start (2^S + 1), work (WORK_INTS(R) ints per thread).
+ * Phase 2 splits the threads into teams of p->tps: a team shares a run of subtrees, its members
+ * taking alternate tiles (on cores that share an L2, a subtree's weights then serve both). pfd:
+ * the x rows of the thread's tile pfd tiles ahead are prefetched during the current one (0: off). */
+static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int32_t *nid, float *act, int32_t *perm,
+                        long *start, int32_t *work) {
+    long D = p->D, d = p->d, L = D + 1;
+    int S = p->S, R = p->R, blk = p->blk < 1 ? 1 : p->blk > 3 ? 3 : p->blk, pfd = p->pfd;
+    long T = 1L << S;
     const size_t es = BF ? 2 : 4, rowb = (size_t)d * es;
-    int nth = fffc_threads(nthreads);
+    int nth = fffc_threads(p->nthreads);
+    const void *w1 = p->w1;
+    const float *b1 = p->b1;
 
-    double t0 = wtime();
     /* phase 1: each thread a contiguous block of rows, in tiles of R, through the top S levels */
 #pragma omp parallel num_threads(nth)
     {
@@ -441,62 +496,55 @@ static void SFX(bucket)(const void *x, long B, long d, long dout, long D, const 
         long lo = B * id / nthr, hi = B * (id + 1) / nthr;
         for (long r0 = lo; r0 < hi; r0 += R) {
             int n = (int)(hi - r0 < R ? hi - r0 : R);
-            long nx = r0 + R, nn = hi - nx < R ? hi - nx : R;
+            long nx = r0 + (long)R * pfd, nn = hi - nx < R ? hi - nx : R;
             pfq_t q = {(const char *)x, NULL, nx, nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0};
             q.total = (size_t)q.n * ((rowb + 63) / 64);
             for (int i = 0; i < n; i++) rows[i] = (int32_t)(r0 + i);
             SFX(tile_walk)(x, d, w1, b1, rows, n, 0, 0, S - 1, nid, act, L, tmp, sg, sn, sg2, sn2, leaf, blk,
-                           pf ? &q : NULL, NULL);
+                           pfd ? &q : NULL, NULL);
         }
     }
-    double t1 = wtime();
-    /* counting sort of the rows by subtree */
+    /* counting sort of the rows by subtree; start[T + 1 ..] is the fill cursor */
+    long *fill = start + T + 1;
     for (long t = 0; t <= T; t++) start[t] = 0;
     for (long r = 0; r < B; r++) start[nid[r * L + S] - (T - 1) + 1]++;
     for (long t = 0; t < T; t++) start[t + 1] += start[t];
-    {
-        long *fill = malloc(sizeof(long) * T);
-        memcpy(fill, start, sizeof(long) * T);
-        for (long r = 0; r < B; r++) perm[fill[nid[r * L + S] - (T - 1)]++] = (int32_t)r;
-        free(fill);
-    }
-    double t2 = wtime();
-    /* phase 2: each thread a contiguous range of the sorted rows (whole subtrees but for the ends), in
-     * tiles of R rows of one subtree; walk the subtree node-major, then the bag per leaf */
+    memcpy(fill, start, sizeof(long) * T);
+    for (long r = 0; r < B; r++) perm[fill[nid[r * L + S] - (T - 1)]++] = (int32_t)r;
+    /* phase 2: teams of tps threads, each team a contiguous range of the sorted rows (whole subtrees
+     * but for the ends), in tiles of R rows of one subtree; walk the subtree node-major, then the bag */
 #pragma omp parallel num_threads(nth)
     {
         int id = 0, nthr = 1;
 #ifdef _OPENMP
         id = omp_get_thread_num(), nthr = omp_get_num_threads();
 #endif
+        int tps = p->tps < 1 ? 1 : p->tps > nthr ? nthr : p->tps;
+        int team = id / tps, mate = id % tps, nteams = (nthr + tps - 1) / tps;
+        int size = team == nteams - 1 ? nthr - team * tps : tps;
         int32_t *wk = work + WORK_INTS(R) * (size_t)id;
         int32_t *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4, *sn2 = wk + 5 * R + 6;
         int32_t *leaf = wk + 6 * R + 8;
-        long lo = B * id / nthr, hi = B * (id + 1) / nthr;
-        long t = 0;
-        while (t < T && start[t + 1] <= lo) t++;
-        for (long i = lo; i < hi;) {
-            while (start[t + 1] <= i) t++;
-            long e = start[t + 1] < hi ? start[t + 1] : hi;
-            int n = (int)(e - i < R ? e - i : R);
-            /* the next tile: same rule from i + n */
-            long j = i + n, tj = t;
-            int nn = 0;
-            if (j < hi) {
-                while (start[tj + 1] <= j) tj++;
-                long ej = start[tj + 1] < hi ? start[tj + 1] : hi;
-                nn = (int)(ej - j < R ? ej - j : R);
+        long lo = B * team / nteams, hi = B * (team + 1) / nteams;
+        cur_t c = {lo, 0}, ahead = {lo, 0};
+        long k = 0, ka = 0, first, sub, afirst = 0, asub;
+        int an = 0;
+        bag_t bag = {p->w2, y, p->dout, p->nt};
+        for (int n; (n = tile_next(&c, hi, R, start, &first, &sub)); k++) {
+            if (k % size != mate) continue;
+            pfq_t q = {(const char *)x, NULL, 0, 0, rowb, 0, 0, 0, 0};
+            if (pfd) {
+                /* the thread's tile pfd tiles ahead: team tile k + pfd * size */
+                while (ka <= k + (long)pfd * size && (an = tile_next(&ahead, hi, R, start, &afirst, &asub))) ka++;
+                if (ka == k + (long)pfd * size + 1 && an) q.rows = perm + afirst, q.n = an;
+                q.total = (size_t)q.n * ((rowb + 63) / 64);
             }
-            pfq_t q = {(const char *)x, perm + j, 0, nn, rowb, 0, 0, 0, 0};
-            q.total = (size_t)nn * ((rowb + 63) / 64);
-            int32_t *rows = perm + i;
-            bag_t bag = {w2, y, dout, nt};
-            SFX(tile_walk)(x, d, w1, b1, rows, n, (T - 1) + t, S, (int)D, nid, act, L, tmp, sg, sn, sg2, sn2, leaf,
-                           blk, pf ? &q : NULL, &bag);
-            if (pf) pfq_step(&q, q.total);
-            i += n;
+            SFX(tile_walk)(x, d, w1, b1, perm + first, n, (T - 1) + sub, S, (int)D, nid, act, L, tmp, sg, sn, sg2,
+                           sn2, leaf, blk, pfd ? &q : NULL, &bag);
+            if (pfd) pfq_step(&q, q.total);
         }
     }
-    double t3 = wtime();
-    fffc_phase_seconds[0] = t1 - t0, fffc_phase_seconds[1] = t2 - t1, fffc_phase_seconds[2] = t3 - t2;
 }
+
+#undef NATIVE
+#undef CH
