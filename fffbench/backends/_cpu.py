@@ -178,23 +178,25 @@ def top_level_space(depth: int, width: int, dout: int) -> list[int]:
 
 
 def coordinate_search(space: dict[str, list], start: dict, measure: Callable[[dict], float],
-                      passes: int = 2) -> tuple[dict, list]:
-    """Minimise ``measure(params)`` one parameter at a time (each value of one parameter with the
-    others held), ``passes`` times over the parameters. Returns the best and every trial."""
+                      passes: int = 2, rounds: int = 3) -> tuple[dict, list]:
+    """Minimise ``measure(params)`` one parameter at a time, ``passes`` times over the parameters.
+    Each parameter's values are measured in turn, ``rounds`` times round-robin, and the fastest of
+    each value's rounds decides: a co-tenant that takes a core for a while slows every value alike
+    rather than the one that happened to run then. Returns the best and every trial."""
     best, trials = dict(start), []
-    best_t = measure(best)
-    trials.append((dict(best), best_t))
     for _ in range(passes):
         changed = False
         for key, values in space.items():
-            for v in values:
-                if v == best[key]:
-                    continue
-                cand = best | {key: v}
-                t = measure(cand)
-                trials.append((cand, t))
-                if t < best_t:
-                    best, best_t, changed = cand, t, True
+            if len(values) < 2:
+                continue
+            t = {v: float("inf") for v in values}
+            for _ in range(rounds):
+                for v in values:
+                    t[v] = min(t[v], measure(best | {key: v}))
+            trials += [(best | {key: v}, t[v]) for v in values]
+            pick = min(values, key=lambda v: (t[v], v != best[key]))
+            changed |= pick != best[key]
+            best[key] = pick
         if not changed:
             break
     return best, trials

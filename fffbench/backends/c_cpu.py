@@ -171,19 +171,19 @@ class Plan(ctypes.Structure):
 
     _fields_ = [(n, ctypes.c_long) for n in ("d", "dout", "K", "D")] + \
         [(n, ctypes.c_void_p) for n in ("w1", "b1", "w2")] + \
-        [(n, ctypes.c_int) for n in ("bf", "nthreads", "group", "pf", "mt_rows", "S", "R", "blk", "pfd", "nt", "tps")]
+        [(n, ctypes.c_int) for n in ("bf", "nthreads", "group", "pf", "mt_rows", "S", "R", "blk", "pfd", "nt", "unit", "dyn")]
 
 
 #: B <= SMALL takes fff_opt_small: no scratch, no per-call allocation, one thread below mt_rows
 SMALL = 64
 #: parameters of fff-c-opt, the start of the search: bucket (S: phase-1 levels, R: tile rows, blk:
-#: levels per pass over x, pfd: prefetch distance in tiles, nt: streaming stores of y, tps: threads
-#: per subtree team) and walk (group: rows walked together, pf: 2 prefetch both children, mt_rows:
+#: levels per pass over x, pfd: prefetch distance in tiles, nt: streaming stores of y, unit: rows per
+#: phase-2 work unit, 0 a whole subtree: how many threads may share a subtree) and walk (group: rows walked together, pf: 2 prefetch both children, mt_rows:
 #: rows from which the walk uses every thread); min_rows: rows per subtree below which it walks
-DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 0, "tps": 1, "group": 4, "pf": 2, "mt_rows": 16,
+DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 1, "unit": 0, "dyn": 1, "group": 4, "pf": 2, "mt_rows": 16,
             "min_rows": 16}
-#: the search space (S: top_level_space); tps 2 only matters on cores that share an L2
-SPACE = {"R": [64, 128, 256], "blk": [1, 2, 3], "pfd": [0, 1, 2], "nt": [0, 1], "tps": [1, 2]}
+#: the search space (S: top_level_space)
+SPACE = {"R": [64, 128, 256], "blk": [1, 2, 3], "pfd": [0, 1, 2], "nt": [0, 1], "unit": [0, 128, 512]}
 TUNE_ROWS = 16384
 
 
@@ -210,14 +210,14 @@ class OptKernel(CKernel):
             ("fp32 avx512f" if "avx512f" in isa else "fp32 avx2" if "avx2" in isa else "fp32 generic")
         p = self.params
         self.impl += (f"; {path}; bucket S={p['S']} tile={p['R']} block={p['blk']} prefetch={p['pfd']} "
-                      f"stream={p['nt']} tps={p['tps']}; walk group={p['group']} threads from B={p['mt_rows']}; "
+                      f"stream={p['nt']} unit={p['unit']} dynamic={p['dyn']}; walk group={p['group']} threads from B={p['mt_rows']}; "
                       f"{note}; call overhead {self.call_us:.2f} us")
 
     # -- parameters and buffers
     def _apply(self, params: dict) -> None:
         self.params = p = self.params | params
         nt_ok = self.layer.dout % 16 == 0
-        for k in ("group", "pf", "mt_rows", "S", "R", "blk", "pfd", "tps"):
+        for k in ("group", "pf", "mt_rows", "S", "R", "blk", "pfd", "unit", "dyn"):
             setattr(self.plan, k, int(p[k]))
         self.plan.nt = int(bool(p["nt"]) and nt_ok)
         self._buffers.clear()
@@ -233,7 +233,8 @@ class OptKernel(CKernel):
             return nid, act, None
         R, T = self.params["R"], 1 << self.params["S"]
         work = zeros_resident((8 * R + 8) * self.threads, np.int32)
-        return nid, act, (zeros_resident(n, np.int32), np.zeros(2 * T + 1, np.int64), work)
+        units = 3 * (T + n // R + 2)
+        return nid, act, (zeros_resident(n, np.int32), np.zeros(2 * T + 1 + units, np.int64), work)
 
     # -- calls
     def run(self, x):
@@ -298,14 +299,14 @@ class OptKernel(CKernel):
 
         space = {"S": top_level_space(L.depth, L.width, L.dout)} | SPACE
         if self.threads < 2:
-            space.pop("tps")
+            space.pop("unit")
         x = inp(TUNE_ROWS)
         y = zeros_resident((TUNE_ROWS, self.out_width), self.out_dtype)
 
         def measure(p):
             self._apply(p)
             s = self._scratch_for(TUNE_ROWS)
-            return timed_min(lambda: self._run(x, y, s))
+            return timed_min(lambda: self._run(x, y, s), calls=1)
 
         best = dict(self.params)
         space["S"] = [s for s in space["S"] if L.trees == 1 and L.depth > s and TUNE_ROWS >= best["min_rows"] << s]

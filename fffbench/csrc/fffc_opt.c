@@ -39,7 +39,7 @@ typedef struct {
     int bf, nthreads;           /* element type (1: bf16), threads of the case */
     int group, pf, mt_rows;     /* walk: rows walked together, prefetch mode, rows from which it threads */
     int S, R, blk, pfd, nt;     /* bucket: top levels, tile rows, levels per block, prefetch distance, NT stores */
-    int tps;                    /* bucket: threads per subtree team */
+    int unit, dyn;              /* bucket: rows per phase-2 work unit (0: a subtree), units handed out dynamically */
 } fffc_plan;
 
 /* A queue of x rows to prefetch, a few cache lines at a time, while other work runs. */
@@ -105,20 +105,8 @@ FFFC_INLINE void store_y(void *y, size_t i, v16 v, int bf, int nt) {
     }
 }
 
-/* Tiles of phase 2: runs of at most R sorted rows of one subtree, taken in order from a cursor. */
-typedef struct {
-    long i, t;
-} cur_t;
-
-static inline int tile_next(cur_t *c, long hi, int R, const long *start, long *first, long *sub) {
-    if (c->i >= hi) return 0;
-    while (start[c->t + 1] <= c->i) c->t++;
-    long e = start[c->t + 1] < hi ? start[c->t + 1] : hi;
-    int n = (int)(e - c->i < R ? e - c->i : R);
-    *first = c->i, *sub = c->t;
-    c->i += n;
-    return n;
-}
+/* the next index of a shared counter (work handed out one item at a time) */
+static inline long grab(long *next) { return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); }
 
 /* The kernels proper, instantiated once per storage type so that the element type is a constant
  * inside OpenMP's outlined regions. */

@@ -85,7 +85,7 @@ static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const
             long a = off + n[g];
             float zz = z[g] + b1[a];
             nid[g][l] = (int32_t)a;
-            act[g][l] = fffc_gelu(zz);
+            act[g][l] = zz; /* GELU applied by the bag */
             n[g] = 2 * n[g] + 1 + (zz > 0.0f);
         }
         if (pf == 1 && l < l1)
@@ -98,6 +98,7 @@ static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const
  * (P x 512 bytes) stays in L1 from one row to the next. */
 static void SFX(bag_group)(int G, int P, long dout, const void *w2, int32_t *const *nid, float *const *act,
                            void *const *yr, int nt) {
+    for (int g = 0; g < G; g++) fffc_gelu_row(act[g], P); /* the walk left pre-activations */
     long c = 0;
     for (; c + 128 <= dout; c += 128) {
         for (int g = 0; g < G; g++) {
@@ -427,7 +428,7 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
                     for (int k = 0; k < b; k++) {
                         float zz = z[g * 8 + loc] + b1[node[loc]];
                         nid[(size_t)r * L + l + k] = (int32_t)node[loc];
-                        act[(size_t)r * L + l + k] = fffc_gelu(zz);
+                        act[(size_t)r * L + l + k] = zz; /* GELU applied by the bag */
                         loc = 2 * loc + 1 + (zz > 0.0f);
                     }
                     leaf[i0 + g] = loc - M; /* 0 .. 2^b - 1: the child block the row goes to */
@@ -443,6 +444,7 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
                             int32_t r = rows[i0 + g0 + g];
                             ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
                             yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
+                            fffc_gelu_row(act + (size_t)r * L, L); /* the walk left pre-activations */
                         }
                         SFX(gbag)(Gb, bag->dout, bag->w2, ni, ac, (int)L, yr, bag->nt);
                     }
@@ -468,80 +470,90 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
 }
 
 /* One tree, depth D > S: the two-phase, node-major schedule (see the top of fffc_opt.c).
- * scratch: nid and act (B*(D+1) each), perm (B), start (2^S + 1), work (WORK_INTS(R) ints per thread).
- * Phase 2 splits the threads into teams of p->tps: a team shares a run of subtrees, its members
- * taking alternate tiles (on cores that share an L2, a subtree's weights then serve both). pfd:
- * the x rows of the thread's tile pfd tiles ahead are prefetched during the current one (0: off). */
+ * scratch: nid and act (B*(D+1) each), perm (B), start (2^(S+1) + 1 + 3 * (2^S + B / R + 2)), work
+ * (WORK_INTS(R) ints per thread). Work comes in tiles of R rows in phase 1 and units of at most
+ * p->unit rows of one subtree in phase 2 (0: whole subtrees), split into equal contiguous shares
+ * (p->dyn 0) or handed out one at a time (p->dyn 1): then a thread whose core is shared with another
+ * process does less of the work instead of holding up the other (with static shares the kernel is
+ * as slow as its slower core, 3x under a co-tenant's load). A small
+ * unit lets several threads share a big subtree (its weights then go to several L2s). pfd: the x
+ * rows of the tile pfd tiles ahead (phase 1: in the order tiles are handed out; phase 2: within the
+ * unit) are prefetched during the current one (0: off). */
 static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int32_t *nid, float *act, int32_t *perm,
                         long *start, int32_t *work) {
     long D = p->D, d = p->d, L = D + 1;
     int S = p->S, R = p->R, blk = p->blk < 1 ? 1 : p->blk > 3 ? 3 : p->blk, pfd = p->pfd;
-    long T = 1L << S;
-    const size_t es = BF ? 2 : 4, rowb = (size_t)d * es;
+    long T = 1L << S, ntiles = (B + R - 1) / R;
+    const size_t es = BF ? 2 : 4, rowb = (size_t)d * es, lines = (rowb + 63) / 64;
     int nth = fffc_threads(p->nthreads);
     const void *w1 = p->w1;
     const float *b1 = p->b1;
+    long next1 = 0, next2 = 0; /* the next tile and unit to hand out when p->dyn */
 
-    /* phase 1: each thread a contiguous block of rows, in tiles of R, through the top S levels */
+    /* phase 1: tiles of R consecutive rows through the top S levels */
 #pragma omp parallel num_threads(nth)
     {
-        int id = 0, nthr = 1;
+        int id = 0;
 #ifdef _OPENMP
-        id = omp_get_thread_num(), nthr = omp_get_num_threads();
+        id = omp_get_thread_num();
 #endif
         int32_t *wk = work + WORK_INTS(R) * (size_t)id;
         int32_t *rows = wk, *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4,
                 *sn2 = wk + 5 * R + 6;
         int32_t *leaf = wk + 6 * R + 8;
-        long lo = B * id / nthr, hi = B * (id + 1) / nthr;
-        for (long r0 = lo; r0 < hi; r0 += R) {
-            int n = (int)(hi - r0 < R ? hi - r0 : R);
-            long nx = r0 + (long)R * pfd, nn = hi - nx < R ? hi - nx : R;
+        long t, t1 = ntiles * (id + 1) / nth;
+        for (t = p->dyn ? grab(&next1) : ntiles * id / nth; t < (p->dyn ? ntiles : t1);
+             t = p->dyn ? grab(&next1) : t + 1) {
+            long r0 = t * R;
+            int n = (int)(B - r0 < R ? B - r0 : R);
+            long nx = r0 + (long)R * pfd * (p->dyn ? nth : 1), nn = B - nx < R ? B - nx : R;
             pfq_t q = {(const char *)x, NULL, nx, nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0};
-            q.total = (size_t)q.n * ((rowb + 63) / 64);
+            q.total = (size_t)q.n * lines;
             for (int i = 0; i < n; i++) rows[i] = (int32_t)(r0 + i);
             SFX(tile_walk)(x, d, w1, b1, rows, n, 0, 0, S - 1, nid, act, L, tmp, sg, sn, sg2, sn2, leaf, blk,
                            pfd ? &q : NULL, NULL);
         }
     }
-    /* counting sort of the rows by subtree; start[T + 1 ..] is the fill cursor */
-    long *fill = start + T + 1;
+    /* counting sort of the rows by subtree (start[T + 1 ..] the fill cursors), then the units */
+    long *fill = start + T + 1, *units = start + 2 * T + 1, nunits = 0;
     for (long t = 0; t <= T; t++) start[t] = 0;
     for (long r = 0; r < B; r++) start[nid[r * L + S] - (T - 1) + 1]++;
     for (long t = 0; t < T; t++) start[t + 1] += start[t];
     memcpy(fill, start, sizeof(long) * T);
     for (long r = 0; r < B; r++) perm[fill[nid[r * L + S] - (T - 1)]++] = (int32_t)r;
-    /* phase 2: teams of tps threads, each team a contiguous range of the sorted rows (whole subtrees
-     * but for the ends), in tiles of R rows of one subtree; walk the subtree node-major, then the bag */
+    long U = p->unit > 0 ? (p->unit < R ? R : p->unit) : B;
+    for (long t = 0; t < T; t++)
+        for (long i = start[t]; i < start[t + 1]; i += U) {
+            units[3 * nunits] = i, units[3 * nunits + 1] = start[t + 1] - i < U ? start[t + 1] - i : U;
+            units[3 * nunits + 2] = t, nunits++;
+        }
+    /* phase 2: units in order, each in tiles of R rows; walk the subtree node-major, then the bag */
 #pragma omp parallel num_threads(nth)
     {
-        int id = 0, nthr = 1;
+        int id = 0;
 #ifdef _OPENMP
-        id = omp_get_thread_num(), nthr = omp_get_num_threads();
+        id = omp_get_thread_num();
 #endif
-        int tps = p->tps < 1 ? 1 : p->tps > nthr ? nthr : p->tps;
-        int team = id / tps, mate = id % tps, nteams = (nthr + tps - 1) / tps;
-        int size = team == nteams - 1 ? nthr - team * tps : tps;
         int32_t *wk = work + WORK_INTS(R) * (size_t)id;
         int32_t *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4, *sn2 = wk + 5 * R + 6;
         int32_t *leaf = wk + 6 * R + 8;
-        long lo = B * team / nteams, hi = B * (team + 1) / nteams;
-        cur_t c = {lo, 0}, ahead = {lo, 0};
-        long k = 0, ka = 0, first, sub, afirst = 0, asub;
-        int an = 0;
         bag_t bag = {p->w2, y, p->dout, p->nt};
-        for (int n; (n = tile_next(&c, hi, R, start, &first, &sub)); k++) {
-            if (k % size != mate) continue;
-            pfq_t q = {(const char *)x, NULL, 0, 0, rowb, 0, 0, 0, 0};
-            if (pfd) {
-                /* the thread's tile pfd tiles ahead: team tile k + pfd * size */
-                while (ka <= k + (long)pfd * size && (an = tile_next(&ahead, hi, R, start, &afirst, &asub))) ka++;
-                if (ka == k + (long)pfd * size + 1 && an) q.rows = perm + afirst, q.n = an;
-                q.total = (size_t)q.n * ((rowb + 63) / 64);
+        /* static: the units whose first row falls in the thread's share of the rows */
+        long u = 0, lo = B * id / nth, hi = B * (id + 1) / nth;
+        if (!p->dyn)
+            while (u < nunits && units[3 * u] < lo) u++;
+        for (u = p->dyn ? grab(&next2) : u; u < nunits && (p->dyn || units[3 * u] < hi);
+             u = p->dyn ? grab(&next2) : u + 1) {
+            long first = units[3 * u], end = first + units[3 * u + 1], sub = units[3 * u + 2];
+            for (long i = first; i < end; i += R) {
+                int n = (int)(end - i < R ? end - i : R);
+                long nx = i + (long)R * pfd, nn = end - nx < R ? end - nx : R;
+                pfq_t q = {(const char *)x, perm + nx, 0, pfd && nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0};
+                q.total = (size_t)q.n * lines;
+                SFX(tile_walk)(x, d, w1, b1, perm + i, n, (T - 1) + sub, S, (int)D, nid, act, L, tmp, sg, sn, sg2,
+                               sn2, leaf, blk, pfd ? &q : NULL, &bag);
+                if (pfd) pfq_step(&q, q.total);
             }
-            SFX(tile_walk)(x, d, w1, b1, perm + first, n, (T - 1) + sub, S, (int)D, nid, act, L, tmp, sg, sn, sg2,
-                           sn2, leaf, blk, pfd ? &q : NULL, &bag);
-            if (pfd) pfq_step(&q, q.total);
         }
     }
 }
