@@ -51,8 +51,8 @@ SCHEDULES = {
     "walk": dict(min_rows=10 ** 6),
     "bucket": dict(min_rows=4),
     "bucket-small-tiles": dict(R=8, S=2, pfd=1, min_rows=4),
-    "bucket-deep-blocks": dict(R=64, S=4, blk=3, pfd=2, nt=1, unit=64, min_rows=4),
-    "bucket-regular-stores": dict(R=16, S=3, pfd=1, nt=0, unit=16, min_rows=4),
+    "bucket-deep-blocks": dict(R=64, S=4, blk=3, pfd=2, nt=1, unit=64, bagc=64, min_rows=4),
+    "bucket-regular-stores": dict(R=16, S=3, pfd=1, nt=0, unit=16, dyn=0, bagc=0, min_rows=4),
     "walk-one-thread": dict(min_rows=10 ** 6, mt_rows=10 ** 6, group=3, pf=1),
 }
 

@@ -135,6 +135,9 @@ FFFC_INLINE v16 v16_load_bf16(const uint16_t *p) {
 #endif
 }
 FFFC_INLINE u16x16 v16_to_bf16(v16 v) {
+#if defined(__AVX512BF16__)
+    return (u16x16)_mm512_cvtneps_pbh((__m512)v); /* one instruction, the same rounding (to nearest even) */
+#endif
     u32x16 u = (u32x16)v;
     u = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
     return __builtin_convertvector(u, u16x16);

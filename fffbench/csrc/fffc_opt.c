@@ -40,6 +40,7 @@ typedef struct {
     int group, pf, mt_rows;     /* walk: rows walked together, prefetch mode, rows from which it threads */
     int S, R, blk, pfd, nt;     /* bucket: top levels, tile rows, levels per block, prefetch distance, NT stores */
     int unit, dyn;              /* bucket: rows per phase-2 work unit (0: a subtree), units handed out dynamically */
+    int bagc;                   /* bucket: columns per block of a tile's bag (0: all) */
 } fffc_plan;
 
 /* A queue of x rows to prefetch, a few cache lines at a time, while other work runs. */
@@ -68,6 +69,7 @@ typedef struct {
     void *y;
     long dout;
     int nt;
+    long cols; /* columns per block of the tile's bag (0: all) */
 } bag_t;
 
 #define WORK_INTS(R) (8 * (size_t)(R) + 8)

@@ -46,9 +46,27 @@ DEF_DOTS(7)
 DEF_DOTS(8)
 #undef DEF_DOTS
 
+/* One dot alone (a single row's walk, B = 1): four accumulators, so the chain of dependent FMAs is
+ * a quarter of the row instead of a half. */
+FFFC_INLINE float SFX(dot4)(const void *x, const void *w, long d) {
+    v16 a0 = v16_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    long j = 0;
+    for (; j + 4 * CH <= d; j += 4 * CH) {
+        a0 = SFX(fmr)(a0, SFX(ldr)(x, j), SFX(ldr)(w, j));
+        a1 = SFX(fmr)(a1, SFX(ldr)(x, j + CH), SFX(ldr)(w, j + CH));
+        a2 = SFX(fmr)(a2, SFX(ldr)(x, j + 2 * CH), SFX(ldr)(w, j + 2 * CH));
+        a3 = SFX(fmr)(a3, SFX(ldr)(x, j + 3 * CH), SFX(ldr)(w, j + 3 * CH));
+    }
+    for (; j + CH <= d; j += CH) a0 = SFX(fmr)(a0, SFX(ldr)(x, j), SFX(ldr)(w, j));
+    for (; j + 16 <= d; j += 16) a1 += ldv(x, j, BF) * ldv(w, j, BF);
+    float s = v16_hsum((a0 + a1) + (a2 + a3));
+    for (; j < d; j++) s += lds(x, j, BF) * lds(w, j, BF);
+    return s;
+}
+
 static void SFX(dots)(const void *const *xr, const void *const *wr, int G, long d, float *out) {
     switch (G) {
-    case 1: SFX(dots1)(xr, wr, d, out); break;
+    case 1: out[0] = SFX(dot4)(xr[0], wr[0], d); break;
     case 2: SFX(dots2)(xr, wr, d, out); break;
     case 3: SFX(dots3)(xr, wr, d, out); break;
     case 4: SFX(dots4)(xr, wr, d, out); break;
@@ -61,9 +79,11 @@ static void SFX(dots)(const void *const *xr, const void *const *wr, int G, long 
 
 /* Walk levels l0..l1 of one tree for G <= 8 rows together. n[g]: the rows' nodes at level l0 (tree
  * relative), updated in place. Row g's level l goes to nid[g][l] (the absolute W1/W2 row, off + node)
- * and act[g][l]. pf 1: prefetch each row's next W1 row (to L2) once it is known; pf 2: prefetch both
- * children's W1 rows (to L1) and the node's W2 row before the dot, so the next level's load latency
- * overlaps this level's dot instead of following it. */
+ * and act[g][l] (pre-activations). pf 1: prefetch each row's next W1 row (to L2) once it is known;
+ * pf 2: prefetch both children's W1 rows (to L2) before the dot, so where the weights are not in L2
+ * the next level's loads overlap this level's dot instead of following it; pf 3: and the node's W2
+ * row for the bag. To L2, not L1: on a hot path (a B = 1 loop) both children would push the path's
+ * own rows out of L1 (into L1 a B = 1 call took 1.5x as long; to L2 1.2x, with W2 rows 1.3x). */
 static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const float *b1, const void *w2, long d,
                              long dout, long off, long *n, int l0, int l1, int32_t *const *nid, float *const *act,
                              int pf) {
@@ -72,13 +92,13 @@ static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const
     float z[8];
     for (int l = l0; l <= l1; l++) {
         for (int g = 0; g < G; g++) wr[g] = (const char *)w1 + (size_t)(off + n[g]) * d * es;
-        if (pf == 2)
+        if (pf >= 2)
             for (int g = 0; g < G; g++) {
                 if (l < l1) {
                     const char *c = (const char *)w1 + (size_t)(off + 2 * n[g] + 1) * d * es;
-                    for (size_t o = 0; o < 2 * d * es; o += 64) __builtin_prefetch(c + o, 0, 3);
+                    for (size_t o = 0; o < 2 * d * es; o += 64) __builtin_prefetch(c + o, 0, 2);
                 }
-                prefetch_row((const char *)w2 + (size_t)(off + n[g]) * dout * es, dout * es);
+                if (pf == 3) prefetch_row((const char *)w2 + (size_t)(off + n[g]) * dout * es, dout * es);
             }
         SFX(dots)(xr, wr, G, d, z);
         for (int g = 0; g < G; g++) {
@@ -234,20 +254,21 @@ static void SFX(sdots)(const void *const *xr, const void *w, int G, long d, floa
     }
 }
 
-/* The embedding bag for a group of G <= 6 rows, y_g = sum_l act_g[l] W2[nid_g[l]], 64 columns at a
- * time with G x 64 accumulators in registers. Rows come sorted by path, so at most levels the whole
- * group sits at one node: that W2 chunk is loaded once for all G rows. */
+/* The embedding bag for a group of G <= 6 rows, y_g = sum_l act_g[l] W2[nid_g[l]], over columns
+ * c0..c1 (64 at a time with G x 64 accumulators in registers, then 16, then one). Rows come sorted
+ * by path, so at most levels the whole group sits at one node: that W2 chunk is loaded once for all
+ * G rows. dout is W2's row length; the caller sweeps column blocks over all of a tile's groups. */
 #define DEF_GBAG(G)                                                                                    \
-    static void SFX(gbag##G)(long dout, const void *w2, const int32_t *const *nid, const float *const *act, \
-                             int L, void *const *yr, int nt) {                                         \
+    static void SFX(gbag##G)(long dout, long c0, long c1, const void *w2, const int32_t *const *nid,       \
+                             const float *const *act, int L, void *const *yr, int nt) {                \
         uint64_t same = 0;                                                                             \
         for (int l = 0; l < L; l++) {                                                                  \
             int eq = 1;                                                                                \
             for (int g = 1; g < G; g++) eq &= nid[g][l] == nid[0][l];                                  \
             same |= (uint64_t)eq << l;                                                                 \
         }                                                                                              \
-        long c = 0;                                                                                    \
-        for (; c + 64 <= dout; c += 64) {                                                              \
+        long c = c0;                                                                                   \
+        for (; c + 64 <= c1; c += 64) {                                                                \
             v16 a[G][4];                                                                               \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a[g][0] = a[g][1] = a[g][2] = a[g][3] = v16_splat(0.0f); \
             for (int l = 0; l < L; l++) {                                                              \
@@ -272,13 +293,13 @@ static void SFX(sdots)(const void *const *xr, const void *w, int G, long d, floa
                 store_y(yr[g], c + 32, a[g][2], BF, nt), store_y(yr[g], c + 48, a[g][3], BF, nt);      \
             }                                                                                          \
         }                                                                                              \
-        for (; c + 16 <= dout; c += 16)                                                                \
+        for (; c + 16 <= c1; c += 16)                                                                  \
             for (int g = 0; g < G; g++) {                                                              \
                 v16 a0 = v16_splat(0.0f);                                                              \
                 for (int l = 0; l < L; l++) a0 += v16_splat(act[g][l]) * ldv(w2, (size_t)nid[g][l] * dout + c, BF); \
                 store_y(yr[g], c, a0, BF, nt);                                                         \
             }                                                                                          \
-        for (; c < dout; c++)                                                                          \
+        for (; c < c1; c++)                                                                            \
             for (int g = 0; g < G; g++) {                                                              \
                 float s = 0.0f;                                                                        \
                 for (int l = 0; l < L; l++) s += act[g][l] * lds(w2, (size_t)nid[g][l] * dout + c, BF); \
@@ -296,15 +317,42 @@ DEF_GBAG(5)
 DEF_GBAG(6)
 #undef DEF_GBAG
 
-static void SFX(gbag)(int G, long dout, const void *w2, const int32_t *const *nid, const float *const *act, int L,
-                      void *const *yr, int nt) {
+static void SFX(gbag)(int G, long dout, long c0, long c1, const void *w2, const int32_t *const *nid,
+                      const float *const *act, int L, void *const *yr, int nt) {
     switch (G) {
-    case 1: SFX(gbag1)(dout, w2, nid, act, L, yr, nt); break;
-    case 2: SFX(gbag2)(dout, w2, nid, act, L, yr, nt); break;
-    case 3: SFX(gbag3)(dout, w2, nid, act, L, yr, nt); break;
-    case 4: SFX(gbag4)(dout, w2, nid, act, L, yr, nt); break;
-    case 5: SFX(gbag5)(dout, w2, nid, act, L, yr, nt); break;
-    default: SFX(gbag6)(dout, w2, nid, act, L, yr, nt); break;
+    case 1: SFX(gbag1)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    case 2: SFX(gbag2)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    case 3: SFX(gbag3)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    case 4: SFX(gbag4)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    case 5: SFX(gbag5)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    default: SFX(gbag6)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    }
+}
+
+/* The bag of a walked tile (rows sorted by path): GELU on every row's pre-activations, then column
+ * block by column block over all of the tile's groups of six rows, so that a column block of every
+ * W2 row the tile uses (the subtree's and the shared ones above it: 70 x 256 bytes at 1x11) stays
+ * in L1 while all the tile's rows read it. Measured no faster than the bag per group on the 2-core
+ * VM (64 columns slower), so the tuner chooses; the bag's cost there is its FMAs and y's stores. */
+static void SFX(tile_bag)(const bag_t *bag, const int32_t *rows, int R, int32_t *nid, float *act, long L) {
+    const size_t es = BF ? 2 : 4;
+    for (int i = 0; i < R; i++) fffc_gelu_row(act + (size_t)rows[i] * L, L);
+    long cb = bag->cols > 0 ? (bag->cols + 63) / 64 * 64 : bag->dout, c1;
+    for (long c0 = 0; c0 < bag->dout; c0 = c1) {
+        c1 = c0 + cb;
+        if (c1 > bag->dout || bag->dout - c1 < 64) c1 = bag->dout; /* the tail joins the last block */
+        for (int i0 = 0; i0 < R; i0 += 6) {
+            int G = R - i0 < 6 ? R - i0 : 6;
+            const int32_t *ni[6];
+            const float *ac[6];
+            void *yr[6];
+            for (int g = 0; g < G; g++) {
+                int32_t r = rows[i0 + g];
+                ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
+                yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
+            }
+            SFX(gbag)(G, bag->dout, c0, c1, bag->w2, ni, ac, (int)L, yr, bag->nt);
+        }
     }
 }
 
@@ -384,9 +432,10 @@ static void SFX(bdots)(int b, int G, const void *const *xr, const void *const *w
  * rows are streamed once per block against the block's 1, 3 or 7 W1 rows (bdots), and the rows
  * then walk the block's levels in registers. On return rows[] is sorted by path. Writes nid/act
  * [r*L + l] for l0 <= l <= l1 and nid[r*L + l1 + 1] (the node below) when l1 < L - 1. `q`: the next
- * tile's x rows, prefetched a few lines per group. `bag`: if given, the output rows of every group of
- * rows are computed as soon as their walk ends (their nodes and activations still in L1; the group
- * shares every node above the last block, so most W2 chunks are loaded once for all its rows). */
+ * tile's x rows, prefetched a few lines per group. `bag`: if given, the output rows: with cols < 0
+ * those of every group of rows as soon as its walk ends (its nodes and activations still in L1; the
+ * group shares every node above the last block, so most W2 chunks are loaded once for all its rows),
+ * else the whole tile's after the walk (tile_bag). */
 static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b1, int32_t *rows, int R, long n0,
                            int l0, int l1, int32_t *nid, float *act, long L, int32_t *tmp, int32_t *seg,
                            int32_t *segn, int32_t *seg2, int32_t *segn2, int32_t *leaf, int blk, pfq_t *q,
@@ -434,7 +483,7 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
                     leaf[i0 + g] = loc - M; /* 0 .. 2^b - 1: the child block the row goes to */
                     if (l + b > l1 && l1 + 1 < L) nid[(size_t)r * L + l1 + 1] = (int32_t)((n << b) + M + (loc - M));
                 }
-                if (bag && l + b > l1)
+                if (bag && bag->cols < 0 && l + b > l1)
                     for (int g0 = 0; g0 < G; g0 += 6) {
                         int Gb = G - g0 < 6 ? G - g0 : 6;
                         const int32_t *ni[6];
@@ -444,9 +493,9 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
                             int32_t r = rows[i0 + g0 + g];
                             ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
                             yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
-                            fffc_gelu_row(act + (size_t)r * L, L); /* the walk left pre-activations */
+                            fffc_gelu_row(act + (size_t)r * L, L);
                         }
-                        SFX(gbag)(Gb, bag->dout, bag->w2, ni, ac, (int)L, yr, bag->nt);
+                        SFX(gbag)(Gb, bag->dout, 0, bag->dout, bag->w2, ni, ac, (int)L, yr, bag->nt);
                     }
             }
             /* stable partition of the group's rows by the node they reach below the block */
@@ -467,6 +516,7 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
             nseg = nseg2;
         }
     }
+    if (bag && bag->cols >= 0) SFX(tile_bag)(bag, rows, R, nid, act, L);
 }
 
 /* One tree, depth D > S: the two-phase, node-major schedule (see the top of fffc_opt.c).
@@ -537,7 +587,7 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
         int32_t *wk = work + WORK_INTS(R) * (size_t)id;
         int32_t *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4, *sn2 = wk + 5 * R + 6;
         int32_t *leaf = wk + 6 * R + 8;
-        bag_t bag = {p->w2, y, p->dout, p->nt};
+        bag_t bag = {p->w2, y, p->dout, p->nt, p->bagc};
         /* static: the units whose first row falls in the thread's share of the rows */
         long u = 0, lo = B * id / nth, hi = B * (id + 1) / nth;
         if (!p->dyn)
