@@ -40,8 +40,10 @@ def cpu_line() -> str:
 def stat() -> tuple[int, int, int, int]:
     """(steal, total, busy of all CPUs, this process's CPU) in jiffies: busy minus ours is what other
     processes in this VM took, steal what the host gave to other VMs."""
-    v = [int(t) for t in open("/proc/stat").readline().split()[1:]]
-    mine = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+    with open("/proc/stat") as f:
+        v = [int(t) for t in f.readline().split()[1:]]
+    with open("/proc/self/stat") as f:
+        mine = f.read().rsplit(")", 1)[1].split()
     return v[7], sum(v[:8]), sum(v[:8]) - v[3] - v[4] - v[7], int(mine[11]) + int(mine[12])
 
 

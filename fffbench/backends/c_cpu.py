@@ -13,8 +13,19 @@ import time
 import numpy as np
 
 from fffbench.backends import _cbuild
-from fffbench.backends._cpu import (NativeKernel, TuneCache, choose_top_levels, coordinate_search, cptr, prepared,
-                                    resident, timed_min, to_bf16_bits, top_level_space, zeros_resident)
+from fffbench.backends._cpu import (
+    NativeKernel,
+    TuneCache,
+    choose_top_levels,
+    coordinate_search,
+    cptr,
+    prepared,
+    resident,
+    timed_min,
+    to_bf16_bits,
+    top_level_space,
+    zeros_resident,
+)
 from fffbench.registry import register_backend
 
 
@@ -337,7 +348,7 @@ class OptKernel(CKernel):
                 t = {}
                 for m in (SMALL + 1, 0):
                     self.plan.mt_rows = m
-                    t[m] = timed_min(lambda: self._run(xs, ys, None), calls=200)
+                    t[m] = timed_min(lambda xs=xs, ys=ys: self._run(xs, ys, None), calls=200)
                 if t[0] < 0.9 * t[SMALL + 1]:
                     mt = n
                     break
