@@ -100,7 +100,16 @@ def build_ff_l2(layer, weights, *, device, dtype, threads):
                      scratch=lambda n: np.empty(threads * layer.hidden + 64, np.float32))
 
 
-@register_backend("ff-c-l3", family="ff", level="cpu-l3", dtypes=("float32", "bfloat16"), available=_need_blas)
+def _need_blas_gemm(device, dtype):
+    reason = _need_blas(device)
+    if reason or dtype != "bfloat16":
+        return reason
+    blas = _cbuild.blas()
+    return None if blas.gemm_bf16 else (f"{blas.name} has no bf16 GEMM (MKL's cblas_gemm_bf16bf16f32 or OpenBLAS's "
+                                       "cblas_sbgemm): pip install mkl")
+
+
+@register_backend("ff-c-l3", family="ff", level="cpu-l3", dtypes=("float32", "bfloat16"), available=_need_blas_gemm)
 def build_ff_l3(layer, weights, *, device, dtype, threads):
     """FF CPU Level 3 in C: two BLAS GEMMs (sgemm; bf16: the BLAS's bf16 GEMM with fp32 accumulation,
     AMX tiles under MKL where present) and a threaded GELU; the hidden buffer made once, untimed."""
@@ -334,7 +343,7 @@ class OptKernel(CKernel):
             return timed_min(lambda: self._run(x, y, s), calls=1)
 
         best = dict(self.params)
-        space["S"] = [s for s in space["S"] if L.trees == 1 and L.depth > s and TUNE_ROWS >= best["min_rows"] << s]
+        space["S"] = [s for s in space["S"] if L.trees == 1 and L.depth > s and best["min_rows"] << s <= TUNE_ROWS]
         if space["S"]:
             if best["S"] not in space["S"]:
                 best["S"] = space["S"][len(space["S"]) // 2]
