@@ -277,8 +277,8 @@ def test_backend_slower_than_max_call_is_checked_not_timed(tmp_path):
 def test_the_load_probe_sees_other_processes_and_steal(tmp_path):
     from fffbench.timing.load import LoadProbe, Snapshot
 
+    (tmp_path / "stat").write_text("cpu  100 0 50 1000 0 0 0 7 0 0\n")
     probe = LoadProbe(str(tmp_path / "stat"))
-    (tmp_path / "stat").write_text("cpu  100 0 50 1000 0 0 0 7 0 0\\n")
     a = probe.snapshot()
     assert a.busy == 150 and a.steal == 7
     quiet = Snapshot(a.wall + 1.0, a.busy + 100, a.steal, a.own + 1.0)      # only this process ran
@@ -296,7 +296,7 @@ def test_blocks_taken_beside_a_busy_process_are_set_aside(tmp_path):
     try:
         suite = parse_suite("name: busy\nsweep: {batch: 256, width: 64, threads: 1}\nfff: {depth: 6}\n"
                             "backends: [test-fff-numpy]\n"
-                            "timing: {budget_s: 0.3, warmup_s: 0, processes: 2, max_processes: 2, retake: 1}\n")
+                            "timing: {budget_s: 0.8, warmup_s: 0, processes: 2, max_processes: 2, retake: 1}\n")
         store = run_suite(suite, out_root=tmp_path, ceilings=False)
     finally:
         hog.kill()
