@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from fffbench import paper
-from fffbench.layers import FF, FFF, INPUT_KINDS
+from fffbench import suite_model as M
+from fffbench.layers import FF, FFF
 from fffbench.paper import Comparison
 from fffbench.registry import backend_names, get_backend
 from fffbench.timing import RANGES, TimingConfig
@@ -35,10 +36,10 @@ class SuiteError(ValueError):
     """A suite that cannot be run; ``str(e)`` is ``file:line: message``."""
 
 
-_TOP = {"name", "description", "sweep", "ff", "fff", "backends", "timing", "comparisons"}
+_TOP = {"name", "description", "sweep", "ff", "fff", "encoder", "backends", "timing", "comparisons"}
 _SWEEP = {"batch", "width", "dtype", "device", "input", "seed", "threads"}
 _FF = {"hidden", "out_width", "bias"}
-_FFF = {"depth", "trees", "out_width", "bias"}
+_FFF = {"depth", "trees", "out_width", "bias"} | M.FFF_KEYS
 _TIMING = {f.name for f in fields(TimingConfig)}
 _COMPARISON = {"label", "numerator", "denominator", "hidden", "device", "figure"}
 BEST = paper.BEST
@@ -145,6 +146,14 @@ class Case:
     trees: int | None = None
     out_width: int | None = None
     bias: bool = True
+    # the real model (see fffbench.suite_model): the checkpoint the weights (or inputs) come from, the
+    # model layer the case is, and for an encoder case the model and its shape (its layer is the feedforward)
+    checkpoint: str | None = None
+    layer_index: int | None = None
+    model: str | None = None
+    seq_len: int | None = None
+    model_layers: int | None = None
+    heads: int | None = None
 
     @property
     def layer(self):
@@ -157,8 +166,11 @@ class Case:
         shape = f"H{self.hidden}" if self.family == "ff" else f"D{self.depth}K{self.trees}"
         out = f"-o{self.out_width}" if self.out_width else ""
         nb = "" if self.bias else "-nobias"
+        model = "" if not self.model else f"-{self.model}{self.model_layers}-S{self.seq_len}-h{self.heads}"
+        index = "" if self.layer_index is None else f"-L{self.layer_index}"
+        ckpt = "" if not self.checkpoint else f"-ckpt:{Path(self.checkpoint).name or self.checkpoint}"
         return (f"{self.family}-d{self.width}-{shape}{out}{nb}-B{self.batch}-{self.dtype}-{self.device}"
-                f"-{self.input}-s{self.seed}-t{self.threads}")
+                f"-{self.input}-s{self.seed}-t{self.threads}{model}{index}{ckpt}")
 
     def thread_count(self, all_cpus: int) -> int:
         return all_cpus if self.threads == "all" else int(self.threads)
@@ -166,6 +178,11 @@ class Case:
     def memory_bytes(self) -> dict[str, float]:
         """What the harness holds for this case (float32 weights and their float64 copy for the
         reference, input, the reference output and its temporaries), by part, in bytes."""
+        if self.model:
+            from fffbench.encoder import EncoderSpec
+
+            spec = EncoderSpec(self.width, self.heads, self.model_layers, self.seq_len, 32768)
+            return spec.memory_bytes(self.batch, self.layer)
         dout = self.out_width or self.width
         if self.family == "ff":
             weights = float(self.hidden) * (self.width + 1 + dout)
@@ -188,6 +205,7 @@ class Suite:
     timing: TimingConfig
     comparisons: tuple[Comparison, ...] = ()
     description: str = ""
+    encoder_backends: tuple[str, ...] | None = None
 
     @property
     def sha256(self) -> str:
@@ -195,6 +213,11 @@ class Suite:
 
     def backends_for(self, family: str) -> list[str]:
         return [b for b in self.backends if get_backend(b).family == family]
+
+    def backends_for_case(self, case: Case) -> list[str]:
+        """The backends of a case's family; for an encoder case, those of ``encoder.backends``."""
+        chosen = self.encoder_backends if case.model and self.encoder_backends else self.backends
+        return [b for b in chosen if get_backend(b).family == case.family]
 
 
 def load_suite(path, max_cases: int = MAX_CASES) -> Suite:
@@ -237,23 +260,33 @@ def _parse(doc: Doc, max_cases: int) -> Suite:
         "batch": _axis(doc, sw, "batch", p, 16384, lambda d, v, q: _int(d, v, q, 1, 1 << 40)),
         "dtype": _axis(doc, sw, "dtype", p, "float32", lambda d, v, q: _choice(d, v, q, DTYPES)),
         "device": _axis(doc, sw, "device", p, "cpu", lambda d, v, q: _choice(d, v, q, DEVICES)),
-        "input": _axis(doc, sw, "input", p, "gaussian", lambda d, v, q: _choice(d, v, q, INPUT_KINDS)),
+        "input": _axis(doc, sw, "input", p, "gaussian", M.input_choice),
         "seed": _axis(doc, sw, "seed", p, 0, lambda d, v, q: _int(d, v, q, 0, 2 ** 63 - 1)),
         "threads": _axis(doc, sw, "threads", p, "all",
                          lambda d, v, q: "all" if v == "all" else _int(d, v, q, 1, top_threads)),
     }
-    layers = _layers(doc, top, {get_backend(b).family for b in backends})
-    n = len(layers) * math.prod(len(v) for v in axes.values())
+    layers, src = _layers(doc, top, {get_backend(b).family for b in backends}, axes["width"] if "width" in sw else None)
+    axes["width"] = M.width_of(src, axes["width"])
+    M.check_inputs(doc, axes["input"], src)
+    section = (M.encoder_section(doc, top["encoder"], src, axes["width"], axes["batch"], backends, _keys)
+               if "encoder" in top else None)
+    encoders = M.encoder_layers(layers, section) if section else []
+    model_axes = {k: (M.ENCODER_INPUT,) if k == "input" else v for k, v in axes.items()}
+    n = len(layers) * math.prod(len(v) for v in axes.values()) + len(encoders) * math.prod(
+        len(v) for v in model_axes.values())
     if n > max_cases:
         doc.fail(("sweep",), f"the sweep has {n:,} cases (layers x {' x '.join(axes)}); at most {max_cases:,} "
                              "are run (raise the limit with --max-cases)")
     names = list(axes)
     cases = tuple(Case(**dict(zip(names, combo)), **lay) for lay, *combo in
                   itertools.product([lay for lay, _ in layers], *axes.values()))
-    _check_memory(doc, cases, {id(c): where for c in cases for lay, where in layers if _same_layer(c, lay)})
+    cases += tuple(Case(**dict(zip(names, combo)), **lay) for lay, *combo in
+                   itertools.product([lay for lay, _ in encoders], *model_axes.values()))
+    _check_memory(doc, cases, {id(c): where for c in cases for lay, where in layers + encoders if _same_layer(c, lay)})
     return Suite(name=name, path=doc.path, text=doc.text, backends=backends, cases=cases,
                  timing=_timing(doc, top.get("timing")), comparisons=_comparisons(doc, top, backends),
-                 description=str(top.get("description", "")))
+                 description=str(top.get("description", "")),
+                 encoder_backends=section.backends if section else None)
 
 
 def _backends(doc, backends) -> tuple[str, ...]:
@@ -268,9 +301,10 @@ def _backends(doc, backends) -> tuple[str, ...]:
     return tuple(dict.fromkeys(backends))
 
 
-def _layers(doc, top, families) -> list[tuple[dict, tuple]]:
-    """(layer fields, where in the document) for every layer the suite defines."""
-    layers = []
+def _layers(doc, top, families, widths=None) -> tuple[list[tuple[dict, tuple]], M.Source | None]:
+    """(layer fields, where in the document) for every layer the suite defines, and the source of
+    its FFF layers when they are a checkpoint's (FF layers are then crossed with its layer indices)."""
+    layers, src = [], None
     for fam, allowed in (("ff", _FF), ("fff", _FFF)):
         spec = _keys(doc, top.get(fam), allowed, (fam,), fam)
         if fam in families and fam not in top:
@@ -278,6 +312,14 @@ def _layers(doc, top, families) -> list[tuple[dict, tuple]]:
         if fam not in top:
             continue
         q = (fam,)
+        if fam == "fff" and ("checkpoint" in spec or "layer" in spec):
+            if "checkpoint" not in spec:
+                doc.fail(q + ("layer",), "'fff.layer' needs 'fff.checkpoint' (a path, or auto)")
+            if widths is not None and len(set(widths)) > 1:
+                doc.fail(("sweep", "width"), "'sweep.width' must be one width with a checkpoint (it comes from it)")
+            fff, src = M.fff_layers(doc, spec, q, widths[0] if widths else None)
+            layers += fff
+            continue
         out_width = spec.get("out_width")
         if out_width is not None:
             _int(doc, out_width, q + ("out_width",), 1, 1 << 30)
@@ -285,13 +327,19 @@ def _layers(doc, top, families) -> list[tuple[dict, tuple]]:
         if fam == "ff":
             for h in _axis(doc, spec, "hidden", q, 3072, lambda d, v, r: _int(d, v, r, 1, 1 << 40)):
                 layers.append((dict(family="ff", hidden=h, out_width=out_width, bias=bias), q + ("hidden",)))
+        elif "shape" in spec:
+            for dp, t in M.shapes(doc, spec, q):
+                layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias), q + ("shape",)))
         else:
             depths = _axis(doc, spec, "depth", q, 11, lambda d, v, r: _int(d, v, r, 0, 40))
             trees = _axis(doc, spec, "trees", q, 1, lambda d, v, r: _int(d, v, r, 1, 1 << 20))
             for dp, t in itertools.product(depths, trees):
                 layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias),
                                q + ("depth",)))
-    return layers
+    if src is not None:  # each FF layer is the dense baseline of every model layer, on its inputs
+        layers = [(dict(lay, checkpoint=src.checkpoint, layer_index=i), where) for lay, where in layers
+                  if lay["family"] == "ff" for i in src.layers] + [lw for lw in layers if lw[0]["family"] == "fff"]
+    return layers, src
 
 
 def _same_layer(case: Case, layer: dict) -> bool:
