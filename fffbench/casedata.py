@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fffbench import encoder as E
-from fffbench.checkpoint import ACTIVATIONS_FILE, PUBLISHED, CheckpointError, load_activations, load_checkpoint
+from fffbench.checkpoint import ACTIVATIONS_FILE, ENV, PUBLISHED, CheckpointError, load_activations, load_checkpoint
 from fffbench.correctness import Reference
 from fffbench.layers import INPUT_KINDS, make_input
 from fffbench.stfile import file_sha256, resolve
@@ -173,6 +173,12 @@ def unavailable_reason(case) -> str | None:
     headers only: no tensor data."""
     try:
         ckpt = checkpoint_of(case)
+    except CheckpointError as e:
+        return f"checkpoint unavailable: {e} (name the folder of config.json and model.safetensors in " \
+               f"fff.checkpoint, or in {ENV} with checkpoint: auto)"
+    except OSError as e:
+        return f"checkpoint unavailable: {case.checkpoint}: {e.strerror}"
+    try:
         if ckpt is not None:
             reason = _mismatch(case, ckpt)
             if reason:
@@ -186,9 +192,9 @@ def unavailable_reason(case) -> str | None:
         if not case.model and per_layer_input(case.input) and case.input != NORM2:
             activations_of(case).check(case.layer_index, case.batch, case.width)
     except CheckpointError as e:
-        return f"{e}" if not case.checkpoint or "checkpoint" in str(e) else f"checkpoint unavailable: {e}"
+        return str(e)
     except OSError as e:
-        return f"{e.filename or case.checkpoint}: {e.strerror}"
+        return f"{e.filename}: {e.strerror}"
     return None
 
 

@@ -11,10 +11,9 @@ and every journalled process; ``resume`` measures only what is missing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-
-import hashlib
 
 from fffbench import casedata
 from fffbench.casedata import ReferenceCache

@@ -311,35 +311,40 @@ def _layers(doc, top, families, widths=None) -> tuple[list[tuple[dict, tuple]], 
             doc.fail((), f"the suite runs {fam.upper()} backends but has no '{fam}' section")
         if fam not in top:
             continue
-        q = (fam,)
         if fam == "fff" and ("checkpoint" in spec or "layer" in spec):
             if "checkpoint" not in spec:
-                doc.fail(q + ("layer",), "'fff.layer' needs 'fff.checkpoint' (a path, or auto)")
+                doc.fail((fam, "layer"), "'fff.layer' needs 'fff.checkpoint' (a path, or auto)")
             if widths is not None and len(set(widths)) > 1:
                 doc.fail(("sweep", "width"), "'sweep.width' must be one width with a checkpoint (it comes from it)")
-            fff, src = M.fff_layers(doc, spec, q, widths[0] if widths else None)
+            fff, src = M.fff_layers(doc, spec, (fam,), widths[0] if widths else None)
             layers += fff
-            continue
-        out_width = spec.get("out_width")
-        if out_width is not None:
-            _int(doc, out_width, q + ("out_width",), 1, 1 << 30)
-        bias = _bool(doc, spec.get("bias", True), q + ("bias",))
-        if fam == "ff":
-            for h in _axis(doc, spec, "hidden", q, 3072, lambda d, v, r: _int(d, v, r, 1, 1 << 40)):
-                layers.append((dict(family="ff", hidden=h, out_width=out_width, bias=bias), q + ("hidden",)))
-        elif "shape" in spec:
-            for dp, t in M.shapes(doc, spec, q):
-                layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias), q + ("shape",)))
         else:
-            depths = _axis(doc, spec, "depth", q, 11, lambda d, v, r: _int(d, v, r, 0, 40))
-            trees = _axis(doc, spec, "trees", q, 1, lambda d, v, r: _int(d, v, r, 1, 1 << 20))
-            for dp, t in itertools.product(depths, trees):
-                layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias),
-                               q + ("depth",)))
+            layers += _plain_layers(doc, fam, spec)
     if src is not None:  # each FF layer is the dense baseline of every model layer, on its inputs
         layers = [(dict(lay, checkpoint=src.checkpoint, layer_index=i), where) for lay, where in layers
                   if lay["family"] == "ff" for i in src.layers] + [lw for lw in layers if lw[0]["family"] == "fff"]
     return layers, src
+
+
+def _plain_layers(doc, fam: str, spec: dict) -> list[tuple[dict, tuple]]:
+    """FF widths, or FFF depth x trees (or ``shape`` pairs), with random weights."""
+    q, layers = (fam,), []
+    out_width = spec.get("out_width")
+    if out_width is not None:
+        _int(doc, out_width, q + ("out_width",), 1, 1 << 30)
+    bias = _bool(doc, spec.get("bias", True), q + ("bias",))
+    if fam == "ff":
+        for h in _axis(doc, spec, "hidden", q, 3072, lambda d, v, r: _int(d, v, r, 1, 1 << 40)):
+            layers.append((dict(family="ff", hidden=h, out_width=out_width, bias=bias), q + ("hidden",)))
+    elif "shape" in spec:
+        for dp, t in M.shapes(doc, spec, q):
+            layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias), q + ("shape",)))
+    else:
+        depths = _axis(doc, spec, "depth", q, 11, lambda d, v, r: _int(d, v, r, 0, 40))
+        trees = _axis(doc, spec, "trees", q, 1, lambda d, v, r: _int(d, v, r, 1, 1 << 20))
+        for dp, t in itertools.product(depths, trees):
+            layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias), q + ("depth",)))
+    return layers
 
 
 def _same_layer(case: Case, layer: dict) -> bool:

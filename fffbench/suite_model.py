@@ -196,16 +196,19 @@ def encoder_section(doc, value, src: Source | None, widths, batches, backends, k
         if b % seq:
             doc.fail(("sweep", "batch"), f"batch {b} is not a multiple of encoder.seq_len ({seq}): an encoder "
                                          "batch is whole sequences of tokens")
-    chosen = None
-    if "backends" in spec:
-        v = spec["backends"]
-        if not isinstance(v, list) or not v:
-            doc.fail(q + ("backends",), "'encoder.backends' must be a non-empty list of the suite's backends")
-        for i, b in enumerate(v):
-            if b not in backends:
-                doc.fail(q + ("backends", i), f"'encoder.backends' names {b!r}, which is not in this suite's 'backends'")
-        chosen = tuple(dict.fromkeys(v))
-    return EncoderSection(seq, layers, heads, chosen)
+    return EncoderSection(seq, layers, heads, _encoder_backends(doc, spec, backends))
+
+
+def _encoder_backends(doc, spec: dict, backends) -> tuple[str, ...] | None:
+    if "backends" not in spec:
+        return None
+    q, v = ("encoder", "backends"), spec["backends"]
+    if not isinstance(v, list) or not v:
+        doc.fail(q, "'encoder.backends' must be a non-empty list of the suite's backends")
+    for i, b in enumerate(v):
+        if b not in backends:
+            doc.fail(q + (i,), f"'encoder.backends' names {b!r}, which is not in this suite's 'backends'")
+    return tuple(dict.fromkeys(v))
 
 
 def encoder_layers(layers: list[tuple[dict, tuple]], section: EncoderSection) -> list[tuple[dict, tuple]]:

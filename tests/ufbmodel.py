@@ -141,6 +141,9 @@ class UltraFastBERT(nn.Module):
                     continue
                 p.add_(torch.randn_like(p) * (spread if p.dim() == 1 else 0.05))
 
+    def forward(self, ids):
+        return self.encoder(ids)
+
     def save(self, folder, prefix: str = "", config: str = "nested", dtype=None) -> Path:
         """Write ``folder/model.safetensors`` and ``config.json`` (``nested``: an ``arch`` dict, as
         published), ``model_config.json`` (``flat``) or both; keys prefixed with ``prefix``."""
