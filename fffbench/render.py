@@ -215,6 +215,8 @@ def times_section(times: pd.DataFrame, untimed: pd.DataFrame) -> list[Section]:
         })
         if times["run"].nunique() > 1:
             t.insert(0, "run", times["run"])
+        if times["input"].nunique() > 1:  # e.g. a model layer on Gaussian rows, its norm2 rows, a capture
+            t.insert(list(t.columns).index("layer") + 1, "input", times["input"])
         if times["regime"].nunique() == 1:
             t = t.drop(columns="regime")
         notes = []

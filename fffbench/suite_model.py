@@ -129,6 +129,8 @@ def _layer_list(doc, spec, q, num_layers: int, known: bool) -> tuple[int, ...]:
 
 def fff_layers(doc, spec: dict, q: tuple, width_axis) -> tuple[list[tuple[dict, tuple]], Source]:
     """(layer fields, where) of an ``fff`` section with a checkpoint, and its :class:`Source`."""
+    if "shape" in spec:
+        doc.fail(q + ("shape",), "'fff.shape' and 'fff.checkpoint' exclude each other: the shape is the checkpoint's")
     given = {k: spec.get(k) for k in ("depth", "trees")}
     for k, v in given.items():
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "depth" else 1)):
