@@ -33,7 +33,7 @@ UNSURE = "too few samples to tell"
 def _keyed(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     df = df.assign(**{k: df[k].astype(float).fillna(-1) for k in ("hidden", "depth", "trees", "model_layers", "seq_len",
                                                                     "heads", "layer_index")},
-                   **{k: df[k].fillna("") for k in ("model", "checkpoint_sha256")})
+                   **{k: df[k].astype(object).where(df[k].notna(), "") for k in ("model", "checkpoint_sha256")})
     return df.drop_duplicates(keys, keep="last").set_index(keys, drop=False)
 
 

@@ -118,7 +118,12 @@ def figure_values(runs: Runs) -> pd.DataFrame:
 def _chosen(setting: dict, key: dict) -> bool:
     """Whether ``key`` is the group :func:`figure_values` takes for its run."""
     chosen = setting.get(key["run"])
-    return chosen is not None and all(chosen[0].get(k) == v for k, v in key.items() if k in chosen[0])
+    return chosen is not None and all(_same(chosen[0].get(k), v) for k, v in key.items() if k in chosen[0])
+
+
+def _same(a, b) -> bool:
+    """Equal, or both unset (None or NaN: the checkpoint and layer of a random layer)."""
+    return a == b or all(v is None or v != v for v in (a, b))
 
 
 def figure_of(setting: dict, key: dict, num, den, device: str, hidden: int, depth: int, trees: int):

@@ -25,7 +25,9 @@ from fffbench.plots.style import MAX_WIDTH_IN, STYLE
 DPI = 150
 matplotlib.rcParams["svg.hashsalt"] = "fffbench"
 #: every figure of a report, by file stem
-PLOTS = {"speedups": plot_speedups, "scaling": plot_scaling, "batch": plot_batch, "routing": plot_routing}
+PLOTS = {"speedups": plot_speedups, "scaling": plot_scaling, "batch": plot_batch}
+#: figures of runs with a model's layers (routing records), written only for those
+MODEL_PLOTS = {"routing": plot_routing}
 
 
 def save(fig, out, stem: str) -> list[Path]:
@@ -51,5 +53,5 @@ def write_plots(runs, out) -> list[Path]:
     return [p for stem, fig in figs.items() for p in save(fig, out, stem)]
 
 
-__all__ = ["MAX_WIDTH_IN", "PLOTS", "STYLE", "batch_data", "headline", "plot_batch", "plot_compare", "plot_scaling",
+__all__ = ["MAX_WIDTH_IN", "MODEL_PLOTS", "PLOTS", "STYLE", "batch_data", "headline", "plot_batch", "plot_compare", "plot_scaling",
            "plot_routing", "plot_speedups", "routing_data", "save", "scaling_data", "speedup_data", "write_plots"]
