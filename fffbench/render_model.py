@@ -22,6 +22,13 @@ def _pct(v, digits: int = 3) -> str:
     return f"{v * 100:.{digits}g}%" if _ok(v) else ""
 
 
+def _time(ms, digits: int = 4) -> str:
+    """``21.5 s`` or ``98.12 ms``: an encoder call takes seconds on a CPU, milliseconds on a GPU."""
+    if not _ok(ms):
+        return ""
+    return f"{ms / 1e3:.{digits}g} s" if ms >= 1e3 else f"{ms:.{digits}g} ms"
+
+
 def end_to_end_section(e2e: pd.DataFrame) -> list[Section]:
     if e2e.empty:
         return []
@@ -31,10 +38,10 @@ def end_to_end_section(e2e: pd.DataFrame) -> list[Section]:
         key = dict(zip(keys, key))
         t = pd.DataFrame({
             "model": g["model"], "feedforward backend": g["backend"],
-            "encoder ms [95% CI]": [f"{num(m, 4)} [{num(lo, 4)}, {num(hi, 4)}]" if s == "ok" else f"{s}: {n}"[:90]
+            "encoder time [95% CI]": [f"{_time(m)} [{_time(lo, 3)}, {_time(hi, 3)}]" if s == "ok" else f"{s}: {n}"[:90]
                                     for m, lo, hi, s, n in zip(g["encoder_ms"], g["ci_low_ms"], g["ci_high_ms"],
                                                                g["status"], g["note"])],
-            "feedforward layer ms": [f"{num(m, 4)} ({plural(int(n), 'layer row')}, {i} input)" if _ok(m) else ""
+            "feedforward layer time": [f"{_time(m)} ({plural(int(n), 'layer row')}, {i} input)" if _ok(m) else ""
                                      for m, n, i in zip(g["layer_ms"], g["layer_rows"], g["layer_input"])],
             "feedforward share": g["ff_share"].map(_pct),
             "layer speedup": g["layer_speedup"].map(lambda v: fmt_x(v)),
@@ -50,7 +57,7 @@ def end_to_end_section(e2e: pd.DataFrame) -> list[Section]:
                  + (f", {regime}" if regime else "") + (f" ({key['run']})" if e2e["run"].nunique() > 1 else ""))
         limit = first["ff_free_limit"]
         notes = [f"Baseline: the BERT encoder with {first['baseline']} "
-                 f"({num(first['baseline_ms'], 4)} ms), whose feedforward is {_pct(first['baseline_share'])} of its "
+                 f"({_time(first['baseline_ms'])}), whose feedforward is {_pct(first['baseline_share'])} of its "
                  f"time: with a feedforward that cost nothing it would be {fmt_x(limit)} faster, whatever the "
                  f"layer speedup." if _ok(first["baseline_share"]) else
                  "No BERT encoder (or no matching FF layer row) was timed: shares and bounds need both."]

@@ -25,6 +25,7 @@ from fffbench.checkpoint import ENV, PUBLISHED, CheckpointError, load_checkpoint
 from fffbench.encoder import MODEL, TOKENS
 from fffbench.layers import INPUT_KINDS
 from fffbench.stfile import resolve
+from fffbench.suite_values import _keys, _where
 
 FFF_KEYS = {"checkpoint", "layer", "shape"}
 ENCODER_KEYS = {"seq_len", "layers", "heads", "backends"}
@@ -47,10 +48,6 @@ def input_choice(doc, v, path):
         doc.fail(path, f"'{'.'.join(map(str, path))}' must be one of {', '.join(INPUT_KINDS)}, norm2, activations "
                        f"or activations:PATH, got {v!r}")
     return v
-
-
-def _where(path) -> str:
-    return ".".join(str(p) for p in path)
 
 
 def shapes(doc, spec: dict, q: tuple) -> list[tuple[int, int]]:
@@ -174,11 +171,11 @@ class EncoderSection:
     backends: tuple[str, ...] | None
 
 
-def encoder_section(doc, value, src: Source | None, widths, batches, backends, keys) -> EncoderSection:
+def encoder_section(doc, value, src: Source | None, widths, batches, backends) -> EncoderSection:
     """The ``encoder`` section, checked against the sweep (batches of whole sequences, heads
     dividing the width) and the checkpoint (no more layers than it has)."""
     q = ("encoder",)
-    spec = keys(doc, value, ENCODER_KEYS, q, "encoder")
+    spec = _keys(doc, value, ENCODER_KEYS, q, "encoder")
     seq = spec.get("seq_len", 128)
     if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= 1 << 16:
         doc.fail(q + ("seq_len",), f"'encoder.seq_len' must be an integer between 1 and 65536, got {seq!r}")

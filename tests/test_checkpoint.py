@@ -175,3 +175,16 @@ def test_activations_file(tmp_path):
         act.rows(2, 5, 16)
     with pytest.raises(CheckpointError, match=r"expected \[tokens, 8\]"):
         act.rows(0, 5, 8)
+
+
+def test_checkpoint_command(folder):
+    from typer.testing import CliRunner
+
+    from fffbench.cli import app
+
+    res = CliRunner().invoke(app, ["checkpoint", str(folder), "--layer", "2"])
+    assert res.exit_code == 0, res.output
+    assert "3 layers, 3x2 FFF, width 16" in res.output and "encoder: every tensor" in res.output
+    assert "layer 2: FFF d=16 3x2" in res.output
+    res = CliRunner().invoke(app, ["checkpoint", str(folder), "--layer", "5"])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and "layer 5 does not exist" in res.output

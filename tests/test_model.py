@@ -284,3 +284,24 @@ def test_model_run_report(model_run, tmp_path):
     for title in ("## End to end", "## Routing per layer", "Routing against time", "layer 1 of UltraFastBERT-tiny",
                   "![routing](routing.png)"):
         assert title in text
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend, dtype", [("fff-gather", "float32"), ("fff-cuda", "float32"),
+                                            ("fff-cuda", "bfloat16"), ("ff-dense", "float32")])
+def test_encoder_on_cuda(ckpt_dir, model, backend, dtype):
+    import dataclasses
+
+    from fffbench.registry import get_backend
+
+    family = "ff" if backend.startswith("ff-") else "fff"
+    case = next(c for c in _cases(ckpt_dir) if c.model and c.family == family)
+    case = dataclasses.replace(case, device="cuda", dtype=dtype)
+    reason = get_backend(backend).unavailable_reason("cuda", dtype)
+    if reason:
+        pytest.skip(reason)
+    chk = _gate(case, backend)
+    assert chk.passed, chk.reason
+    k = members.build(case, backend, casedata.weights_of(case), 1)
+    y = k.run(k.prepare(casedata.input_of(case)))
+    assert y.is_cuda and y.shape == (96, 16)
