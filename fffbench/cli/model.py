@@ -21,6 +21,7 @@ def checkpoint(path: Path = typer.Argument(..., help="A checkpoint folder (confi
 
     try:
         ckpt = load_checkpoint(path, depth=depth, trees=trees)
+        layers = [(i, *ckpt.fff(i)) for i in layer or []]
         typer.echo(ckpt.describe())
         typer.echo(f"file: {ckpt.file.resolve()}; sha256 {ckpt.sha256}")
         try:
@@ -28,8 +29,7 @@ def checkpoint(path: Path = typer.Argument(..., help="A checkpoint folder (confi
             typer.echo(f"encoder: every tensor of the {ckpt.num_layers}-layer crammed-BERT encoder is present")
         except CheckpointError as e:
             typer.echo(f"encoder: not usable ({e})")
-        for i in layer or []:
-            lay, w = ckpt.fff(i)
+        for i, lay, w in layers:
             typer.echo(f"layer {i}: {lay.label}, w1 {w['w1'].shape}, b1 {w['b1'].shape}, w2 {w['w2'].shape}: finite")
     except CheckpointError as e:
         fail(str(e))
