@@ -84,7 +84,8 @@ def compare_runs(runs: Runs, base: str | None = None, others=None, threshold: fl
 
 def _line(key, base, other, ra, rb, threshold, alpha) -> dict:
     layer = layer_label({"family": key["family"], "hidden": key["hidden"], "depth": key["depth"],
-                         "trees": key["trees"]})
+                         "trees": key["trees"], "model": key.get("model") or None,
+                         "layer_index": None if key.get("layer_index", -1) == -1 else key["layer_index"]})
     regime = Regime.parse(ra["regime"]).label
     line = {"base": base, "other": other, "case": f"{layer} B={key['batch']} d={key['width']}"
             + (f" ({regime})" if regime else ""),

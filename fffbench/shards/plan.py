@@ -50,8 +50,10 @@ def case_rows(suite: Suite, devices=None) -> dict[int, int]:
 def estimate_s(suite: Suite, index: int, rows: int) -> float:
     """Rough seconds a case takes: per row its warm-up and budget (or ``min_reps`` calls if longer),
     plus the work that grows with the batch."""
+    from fffbench.casedata import work_of
+
     c, t = suite.cases[index], suite.timing
-    call = c.layer.flops(c.batch) / NOMINAL_RATE.get(c.device, NOMINAL_RATE["cpu"])
+    call = work_of(c, 4)[0] / NOMINAL_RATE.get(c.device, NOMINAL_RATE["cpu"])  # an encoder: all its layers
     return rows * (t.warmup_s + max(t.budget_s, t.min_reps * call) + call + PER_BATCH_ROW_S * c.batch)
 
 
