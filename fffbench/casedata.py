@@ -258,12 +258,10 @@ def compute_reference(case, on_walk=None) -> Reference:
     if case.model:
         y, margin = E.reference(encoder_spec(case), case.layer, weights, x, on_walk)
         return Reference(y, margin, case.width)
-    if case.family == "fff":
-        walk = case.layer.walk(x, weights)
-        if on_walk is not None:
-            on_walk(case.layer_index, x, *walk, weights)
-        return Reference.from_walk(case.layer, weights, *walk)
-    return Reference.compute(case.layer, weights, x)
+    ref = Reference.compute(case.layer, weights, x)
+    if case.family == "fff" and on_walk is not None:  # a second float64 walk: the statistics stay apart
+        on_walk(case.layer_index, x, *case.layer.walk(x, weights), weights)
+    return ref
 
 
 class ReferenceCache:
