@@ -65,6 +65,10 @@ _CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color
         "h3{font-size:15px}")
 
 
+def _cell(v) -> str:
+    return html.escape(str(v)).replace("*secondary*", "<em>secondary</em>")
+
+
 def to_html(runs: Runs, secs: list[Section], figures=()) -> str:
     """One self-contained page: every table, the notes, the figures embedded as SVG."""
     esc = html.escape
@@ -77,10 +81,10 @@ def to_html(runs: Runs, secs: list[Section], figures=()) -> str:
         if not s.table.empty:
             out.append(f'<table class="{esc(s.name)}"><thead><tr>'
                        + "".join(f"<th>{esc(str(c))}</th>" for c in s.table.columns) + "</tr></thead><tbody>")
-            out += ["<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>"
+            out += ["<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
                     for row in s.table.itertuples(index=False)]
             out.append("</tbody></table>")
-        out += [f'<p class="note">{esc(n).replace("*secondary*", "<em>secondary</em>")}</p>' for n in s.notes]
+        out += [f'<p class="note">{_cell(n)}</p>' for n in s.notes]
     svgs = [Path(f) for f in figures if str(f).endswith(".svg")]
     if svgs:
         out.append("<h2>Plots</h2>")

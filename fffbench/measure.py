@@ -174,15 +174,20 @@ class GroupMeasurement:
         return False
 
     def _journal(self, process: int, members: list[Member], blocks: dict, gate: bool, seconds: float) -> None:
+        """One samples.jsonl line per member. A process in which some block stayed disturbed after
+        its re-takes is set aside whole (``disturbed``), for every member alike, so the processes
+        that count are the same for every row and every ratio stays paired."""
+        disturbed = any(b.get("disturbed") for bl in blocks.values() for b in bl)
         for m in members:
             bl = blocks.get(m.key, [])
+            samples = [s for b in bl for s in b["samples"]]
+            rounds = [b["round"] for b in bl for _ in b["samples"]]
             line = {"row_id": m.task.row_id, "attempt": self.attempt, "group": m.row.get("group"),
-                    "process": process, "samples": [s for b in bl for s in b["samples"]],
-                    "rounds": [b["round"] for b in bl for _ in b["samples"]],
+                    "process": process, "samples": [] if disturbed else samples, "rounds": [] if disturbed else rounds,
                     "number": bl[0]["number"] if bl else None,
-                    "set_aside": [s for b in bl for s in b.get("set_aside", [])],
-                    "disturbed_blocks": sum(bool(b.get("disturbed")) for b in bl), "seconds": round(seconds, 3),
-                    "impl": m.impl}
+                    "set_aside": [s for b in bl for s in b.get("set_aside", [])], "disturbed": disturbed,
+                    "disturbed_samples": samples if disturbed else [], "disturbed_rounds": rounds if disturbed else [],
+                    "seconds": round(seconds, 3), "impl": m.impl}
             if gate:
                 line["gate"] = m.gate
             if m.row.get("shard") is not None:
@@ -207,17 +212,25 @@ class GroupMeasurement:
                 out.append((r["ci_high"] - r["ci_low"]) / 2 / r["ratio"] if math.isfinite(r["ci_high"]) else math.inf)
         return out
 
+    def clean_processes(self) -> int:
+        """Processes that count: those not set aside as disturbed."""
+        lines = self.active[0].processes if self.active else []
+        return sum(1 for p in lines if not p.get("disturbed"))
+
     def run(self) -> None:
-        t, first = self.timing, self.next_process == 0
+        """Processes until ``least`` clean ones are in and every interval is within the target (or one
+        more process would cost too much), at most ``most`` clean ones; disturbed processes are
+        replaced, up to half as many again."""
+        t = self.timing
         least, most = t.min_processes(self.device), t.most_processes(self.device)
-        while self.active and self.next_process < most:
+        cap = most + max(3, most // 2)
+        while self.active and self.next_process < cap and self.clean_processes() < most:
             started = time.time()
-            if not self._run_process(gate=first and self.next_process == 0 and
-                                     not any(m.processes for m in self.active)):
+            if not self._run_process(gate=self.next_process == 0 and not any(m.processes for m in self.active)):
                 continue
             cost = time.time() - started
-            if self.next_process >= least and (max(self.widths(), default=0.0) <= t.target_ci
-                                               or cost > t.max_process_s):
+            if self.clean_processes() >= least and (max(self.widths(), default=0.0) <= t.target_ci
+                                                    or cost > t.max_process_s):
                 break
 
 
@@ -240,16 +253,18 @@ def finish_row(m: Member) -> tuple[dict, bool]:
     row = dict(m.row) | m.gate | {"impl": m.impl or m.row.get("impl")}
     if m.final is not None:
         return row | m.final, False
-    kept = [p for p in m.processes if p["samples"]]
+    kept = [p["samples"] for p in m.processes if p["samples"]]
+    reason = ""
+    if not kept:  # every process was disturbed: the machine never went quiet; say so
+        kept = [p["disturbed_samples"] for p in m.processes if p.get("disturbed_samples")]
+        reason = "measured while another process or steal time took a core: no quiet process was found"
     if not kept:
         return row | {"status": "error", "reason": "no samples were taken"}, False
-    stats = summarize([p["samples"] for p in kept])
+    stats = summarize(kept)
     med = stats.pop("median_s")
-    busy = sum(p.get("disturbed_blocks", 0) for p in kept)
-    reason = f"{busy} sample block(s) kept although another process or steal time took a core" if busy else ""
-    row |= stats | {"median_s": med, "status": "ok", "reason": reason, "number": kept[0].get("number"),
-                    "n_set_aside": sum(len(p.get("set_aside") or []) for p in kept),
-                    "gflops": row["flops"] / med / 1e9, "gbps": row["bytes"] / med / 1e9}
+    aside = sum(len(p.get("set_aside") or []) + len(p.get("disturbed_samples") or []) for p in m.processes)
+    row |= stats | {"median_s": med, "status": "ok", "reason": reason, "number": m.processes[0].get("number"),
+                    "n_set_aside": aside, "gflops": row["flops"] / med / 1e9, "gbps": row["bytes"] / med / 1e9}
     return row, True
 
 

@@ -94,7 +94,7 @@ class Backend:
             return f"{self.name} supports {', '.join(self.dtypes)}, not {dtype}"
         if self.check is not None:
             try:
-                return self.check(device)
+                return self.check(device, dtype) if _arity(self.check) > 1 else self.check(device)
             except Exception as e:  # an availability probe must never crash a run
                 return f"availability check failed: {type(e).__name__}: {e}"
         return None
@@ -113,6 +113,17 @@ class Backend:
         return self.builder(layer, weights, device=device, dtype=dtype, **kw)
 
 
+def _arity(fn) -> int:
+    """Positional parameters of an availability check: ``(device)`` or ``(device, dtype)``."""
+    import inspect
+
+    try:
+        return len([p for p in inspect.signature(fn).parameters.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+    except (TypeError, ValueError):
+        return 1
+
+
 def _takes_threads(fn) -> bool:
     import inspect
 
@@ -129,7 +140,8 @@ def _affinity() -> int:
 def register_backend(name: str, *, family: str, level: str | dict, devices=("cpu",), dtypes=("float32",),
                      available: Callable[[str], str | None] | None = None, description: str = ""):
     """Decorator registering ``builder(layer, weights, *, device, dtype[, threads]) -> Kernel`` as a
-    backend (``threads``, when the builder declares it, is the case's CPU thread count)."""
+    backend (``threads``, when the builder declares it, is the case's CPU thread count).
+    ``available(device)`` or ``available(device, dtype)`` returns None, or why it cannot run."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     for lv in (level.values() if isinstance(level, dict) else [level]):

@@ -14,6 +14,7 @@ with an interval from their samples, and are marked unpaired.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +126,15 @@ def _ratio(runs: Runs, num, den) -> tuple[float, float, float, bool]:
         return r, math.nan, math.nan, False
     a, b = num.get("samples"), den.get("samples")
     if isinstance(a, list) and isinstance(b, list) and a and b:
-        return (*ratio_ci(a, b), False)
+        return (*_bootstrap(tuple(a), tuple(b)), False)
     return num["median_s"] / den["median_s"], math.nan, math.nan, False
+
+
+@functools.lru_cache(maxsize=20000)
+def _bootstrap(a: tuple, b: tuple) -> tuple[float, float, float]:
+    """The bootstrap of two rows' samples, remembered: every table of every report of a run (and the
+    README's) asks for the same pairs, and a bootstrap of thousands of samples is not free."""
+    return ratio_ci(a, b)
 
 
 def load(*dirs) -> Runs:

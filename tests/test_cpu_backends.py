@@ -47,29 +47,78 @@ def test_matches_reference_on_odd_shapes(name):
         _check(fn(xs), layer, w, xs)
 
 
-@pytest.mark.parametrize("schedule", ["walk", "bucket", "bucket-small-tiles"])
+SCHEDULES = {
+    "walk": dict(min_rows=10 ** 6),
+    "bucket": dict(min_rows=4),
+    "bucket-small-tiles": dict(R=8, S=2, pfd=1, min_rows=4),
+    "bucket-deep-blocks": dict(R=64, S=4, blk=3, pfd=2, nt=1, unit=64, bagc=64, min_rows=4),
+    "bucket-regular-stores": dict(R=16, S=3, pfd=1, nt=0, unit=16, dyn=0, bagc=0, min_rows=4),
+    "walk-one-thread": dict(min_rows=10 ** 6, mt_rows=10 ** 6, group=3, pf=1),
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_optimized_schedules(schedule, dtype, monkeypatch):
+def test_optimized_schedules(schedule, dtype):
+    _available("fff-c-opt")
     from fffbench.backends import c_cpu
 
-    _available("fff-c-opt")
-    opt = dict(c_cpu.OPT)
-    if schedule == "walk":
-        opt["min_rows_per_subtree"] = 10 ** 9
-    elif schedule == "bucket-small-tiles":
-        opt.update(tile=8, top_levels=2, prefetch=1)
-    else:
-        opt.update(min_rows_per_subtree=4)
-    monkeypatch.setattr(c_cpu, "OPT", opt)
     layer = fb.FFF(width=96, depth=7, out_width=80)
     w = layer.init_weights(seed=1)
-    x = fb.make_input("gaussian", 3001, layer.width, seed=2)
-    kern = fb.get_backend("fff-c-opt").build(layer, w, dtype=dtype)
-    res = _check(kern(x), layer, w, x, dtype)
-    if dtype == "bfloat16":  # bf16 weights move a few near-tie rows to the other branch
-        assert 0.9 < res.path_agreement <= 1.0
-    else:
-        assert res.rel_err < 1e-5 and res.path_agreement == 1.0
+    kern = c_cpu.build_fff_opt(layer, w, device="cpu", dtype=dtype, threads=2, params=SCHEDULES[schedule])
+    for batch in (3001, 64, 5, 1):
+        x = fb.make_input("gaussian", batch, layer.width, seed=2)
+        for y in (kern(x), kern.to_numpy(kern.run(kern.prepare(x)))):
+            res = _check(y, layer, w, x, dtype)
+            if dtype == "bfloat16":  # bf16 weights move a few near-tie rows to the other branch
+                assert 0.9 < res.path_agreement <= 1.0
+            else:
+                assert res.rel_err < 1e-5 and res.path_agreement == 1.0
+
+
+def test_optimized_kernel_is_tuned_once_per_build(tmp_path, monkeypatch):
+    """The first build tunes (and says so in its impl), the next one reads the cached parameters."""
+    _available("fff-c-opt")
+    from fffbench.backends import c_cpu
+
+    monkeypatch.setenv("FFFBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(c_cpu, "TUNE_ROWS", 2048)
+    layer = fb.FFF(width=64, depth=6)
+    w = layer.init_weights(seed=0)
+    first = fb.get_backend("fff-c-opt").build(layer, w, threads=2).describe()
+    second = fb.get_backend("fff-c-opt").build(layer, w, threads=2).describe()
+    assert "tuned at build" in first and "(cached)" not in first
+    assert "(cached)" in second and "bucket S=" in second and "call overhead" in second
+    assert first.split("; tuned")[0] == second.split("; tuned")[0]  # the same parameters
+    assert list(tmp_path.glob("c-*/tune.json"))
+
+
+def test_small_batch_path_reuses_its_output_and_needs_no_scratch():
+    b = _available("fff-c-opt")
+    layer = fb.FFF(width=64, depth=11)
+    w = layer.init_weights(seed=0)
+    k = b.build(layer, w, threads=2)
+    x = k.prepare(fb.make_input("gaussian", 1, 64, seed=0))
+    y1 = k.run(x)
+    y2 = k.run(x)
+    assert np.shares_memory(y1, y2)  # the same buffer: no allocation per call
+    _check(k.to_numpy(y2), layer, w, np.asarray(x))
+
+
+def test_call_on_numpy_copies_input_at_most_once():
+    """fn(x) on a contiguous float32 array reads x in place and writes a fresh output directly."""
+    b = _available("fff-c-opt")
+    layer = fb.FFF(width=64, depth=5)
+    w = layer.init_weights(seed=0)
+    k = b.build(layer, w, threads=2)
+    x = fb.make_input("gaussian", 2000, 64, seed=0)
+    seen = []
+    run = k._run
+    k._run = lambda xx, y, s: (seen.append(xx), run(xx, y, s))[1]
+    y = k(x)
+    assert seen[0] is x  # no copy of the input
+    assert y.flags["C_CONTIGUOUS"] and not np.shares_memory(y, k.buffers(2000)[0])
+    _check(y, layer, w, x)
 
 
 def test_defect_inputs_keep_outputs_right():
@@ -83,30 +132,52 @@ def test_defect_inputs_keep_outputs_right():
 
 
 def test_threads_follow_the_case():
-    from fffbench.env import pinned_threads
-
+    """The builder's threads keyword is what the kernel runs on (the harness passes the case's)."""
     b = _available("fff-c-opt")
     layer = fb.FFF(width=64, depth=4)
     w = layer.init_weights(seed=0)
     x = fb.make_input("gaussian", 500, 64, seed=0)
     ref = layer.reference(x, w)
     for n in (1, 2):
-        with pinned_threads(n):
-            np.testing.assert_allclose(b.build(layer, w)(x), ref, rtol=1e-4, atol=1e-5)
+        k = b.build(layer, w, threads=n)
+        assert k.threads == n
+        np.testing.assert_allclose(k(x), ref, rtol=1e-4, atol=1e-5)
     if fb.get_backend("fff-numba-l1").unavailable_reason() is None:
         import numba
 
-        with pinned_threads(1):
-            fb.get_backend("fff-numba-l1").build(layer, w)(x)
-            assert numba.get_num_threads() == 1
+        k = fb.get_backend("fff-numba-l1").build(layer, w, threads=1)
+        k.run(k.prepare(x))
+        assert numba.get_num_threads() == 1
 
 
-def test_c_kernels_record_their_blas_and_build():
+def test_c_kernels_describe_their_blas_build_and_path():
     b = _available("ff-c-l3")
     layer = fb.FF(width=32, hidden=16)
-    k = b.build(layer, layer.init_weights(0))
-    assert k.blas and ("MKL" in k.blas or "OpenBLAS" in k.blas or "BLAS" in k.blas)
-    assert "-O3" in k.build_info
+    impl = b.build(layer, layer.init_weights(0), threads=1).describe()
+    assert "MKL" in impl or "OpenBLAS" in impl or "BLAS" in impl
+    assert "-O3" in impl and "[" in impl  # the build and its ISA
+    assert not hasattr(b.build(layer, layer.init_weights(0), threads=1), "blas")
+    fff = fb.FFF(width=32, depth=3)
+    opt = fb.get_backend("fff-c-opt").build(fff, fff.init_weights(0), dtype="bfloat16", threads=1).describe()
+    assert "bf16" in opt and "call overhead" in opt and "MKL" not in opt
+
+
+def test_dense_bf16_level3():
+    """ff-c-l3 in bf16 runs on the BLAS's bf16 GEMM where it has one, else says why not."""
+    from fffbench.backends import _cbuild
+
+    b = _available("ff-c-l3")
+    layer = fb.FF(width=96, hidden=80, out_width=48)
+    w = layer.init_weights(seed=0)
+    x = fb.make_input("gaussian", 300, 96, seed=1)
+    if not _cbuild.blas().gemm_bf16:
+        with pytest.raises(RuntimeError, match="no bf16 GEMM"):
+            b.build(layer, w, dtype="bfloat16", threads=2)
+        return
+    k = b.build(layer, w, dtype="bfloat16", threads=2)
+    assert "bf16 GEMM" in k.describe()
+    _check(k(x), layer, w, x, "bfloat16")
+    _check(k.to_numpy(k.run(k.prepare(x))), layer, w, x, "bfloat16")
 
 
 @pytest.mark.skipif(not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")), reason="no C compiler")

@@ -272,3 +272,35 @@ def test_backend_slower_than_max_call_is_checked_not_timed(tmp_path):
     row = run_suite(suite, out_root=tmp_path, ceilings=False).frame().iloc[0]
     assert row.status == "skipped" and "not timed" in row.reason and "max_call_s" in row.reason
     assert row.rel_err < 1e-5 and pd.isna(row.median_s)
+
+
+def test_the_load_probe_sees_other_processes_and_steal(tmp_path):
+    from fffbench.timing.load import LoadProbe, Snapshot
+
+    probe = LoadProbe(str(tmp_path / "stat"))
+    (tmp_path / "stat").write_text("cpu  100 0 50 1000 0 0 0 7 0 0\\n")
+    a = probe.snapshot()
+    assert a.busy == 150 and a.steal == 7
+    quiet = Snapshot(a.wall + 1.0, a.busy + 100, a.steal, a.own + 1.0)      # only this process ran
+    busy = Snapshot(a.wall + 1.0, a.busy + 150, a.steal, a.own + 1.0)       # another took half a core
+    stolen = Snapshot(a.wall + 1.0, a.busy + 100, a.steal + 30, a.own + 1.0)  # the hypervisor took 30%
+    assert not probe.disturbed(a, quiet)[0]
+    assert probe.disturbed(a, busy)[0] and probe.disturbed(a, busy)[1] == pytest.approx(0.5)
+    assert probe.disturbed(a, stolen)[0]
+
+
+def test_blocks_taken_beside_a_busy_process_are_set_aside(tmp_path):
+    """A process hogging a core while the suite runs: its blocks are re-taken, and processes that
+    stay disturbed are set aside (for every row alike), the row saying how many samples went."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        suite = parse_suite("name: busy\nsweep: {batch: 256, width: 64, threads: 1}\nfff: {depth: 6}\n"
+                            "backends: [test-fff-numpy]\n"
+                            "timing: {budget_s: 0.3, warmup_s: 0, processes: 2, max_processes: 2, retake: 1}\n")
+        store = run_suite(suite, out_root=tmp_path, ceilings=False)
+    finally:
+        hog.kill()
+    row = store.frame().iloc[0]
+    lines = [json.loads(ln) for ln in (store.path / SAMPLES).read_text().splitlines()]
+    assert row.status == "ok" and row.n_set_aside > 0
+    assert any(ln["set_aside"] or ln["disturbed"] for ln in lines)

@@ -464,3 +464,18 @@ def test_the_default_run_path_does_not_import_submitit(tmp_path):
             ").iterdir())\nassert not [m for m in sys.modules if m.startswith('submitit')], 'submitit imported'\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr
+
+
+def test_shards_balance_by_an_earlier_runs_costs(tmp_path):
+    """With --costs-from, a workload's cost is what it took before, not the FLOP estimate."""
+    suite = parse_suite(TINY.replace("[3, 40]", "[3, 40, 80]"), "tiny.yaml")
+    estimate = shard_plan.partition(suite, 2)
+    keys = sorted({shard_plan.workload(c) for c in suite.cases}, key=lambda k: k[2])
+    # pretend the smallest batch took far longest: it must get a shard to itself
+    measured = {keys[0]: 100.0, keys[1]: 1.0, keys[2]: 1.0}
+    parts = shard_plan.partition(suite, 2, measured=measured)
+    small = {i for i, c in enumerate(suite.cases) if c.batch == 3}
+    assert any(set(p) == small for p in parts) and parts != estimate
+    run = run_suite(suite, out_root=tmp_path, ceilings=False)
+    costs = shard_plan.measured_costs(run.path)
+    assert set(costs) == set(keys) and all(v >= 0 for v in costs.values())

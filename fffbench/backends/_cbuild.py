@@ -87,6 +87,9 @@ def _version(cc: list[str]) -> str:
         return ""
 
 
+ISA_BITS = (("avx2", 1), ("avx512f", 2), ("avx512bf16", 4), ("amx", 8))
+
+
 @dataclass(frozen=True)
 class Build:
     lib: ctypes.CDLL
@@ -94,9 +97,16 @@ class Build:
     compiler: str
     flags: tuple[str, ...]
     openmp: bool
+    isa: tuple[str, ...] = ()
+
+    @property
+    def directory(self) -> Path:
+        """The build's cache directory (tuning results are kept beside the library)."""
+        return Path(self.path).parent
 
     def describe(self) -> str:
-        return f"{self.compiler} {' '.join(self.flags)}"
+        main = [f for f in self.flags if f.startswith(("-O", "-march", "-fopenmp"))]
+        return f"{self.compiler} {' '.join(main)} [{'+'.join(self.isa) or 'generic'}]"
 
 
 _state: dict = {}
@@ -169,7 +179,8 @@ def _build() -> Build:
 def _open(path: Path, meta: dict) -> Build:
     lib = ctypes.CDLL(str(path))
     _declare(lib)
-    return Build(lib, str(path), meta["compiler"], tuple(meta["flags"]), bool(meta["openmp"]))
+    isa = tuple(name for name, bit in ISA_BITS if lib.fffc_isa() & bit)
+    return Build(lib, str(path), meta["compiler"], tuple(meta["flags"]), bool(meta["openmp"]), isa)
 
 
 P, L, I, F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
@@ -177,19 +188,27 @@ P, L, I, F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 
 def _declare(lib):
     sig = {
-        "fffc_blas_bind": (I, [P, P, P, P, P, P, I]),
+        "fffc_blas_bind": (I, [P, P, P, P, P, P, P, I]),
+        "fffc_copy": (None, [P, P, L, I]),
+        "fffc_isa": (I, []),
+        "fffc_bf16_native": (I, []),
+        "ff_l3_bf16": (I, [P, L, L, L, L, P, P, P, P, P, P, I]),
         "ff_l1": (None, [P, L, L, L, L, P, P, P, P, I]),
         "ff_l2": (None, [P, L, L, L, L, P, P, P, P, P, I]),
         "ff_l3": (None, [P, L, L, L, L, P, P, P, P, P, I]),
         "ff_l3_alloc": (I, [P, L, L, L, L, P, P, P, P, I]),
         "fff_l1": (None, [P, L, L, L, L, L, P, P, P, P, I]),
         "fff_l2": (None, [P, L, L, L, L, L, P, P, P, P, P, P, P, I]),
-        "fff_opt_walk": (None, [P, L, L, L, L, L, P, P, P, P, I, I, I, I, I, P, P]),
-        "fff_opt_bucket": (None, [P, L, L, L, L, P, P, P, P, I, I, I, I, I, I, I, P, P, P, P, P]),
+        "fff_opt_walk": (None, [P, P, P, L, P, P]),
+        "fff_opt_bucket": (None, [P, P, P, L, P, P, P, P, P]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
+    # the small-batch entry and its no-op twin are called with ready ctypes objects and a small int,
+    # undeclared: ctypes' per-argument conversion is a third of a B = 1 call
+    for name in ("fff_opt_small", "fffc_noop"):
+        getattr(lib, name).restype = None
 
 
 # ------------------------------------------------------------------------------------------- BLAS
@@ -199,6 +218,7 @@ class Blas:
     name: str        # e.g. "MKL 2026.2" or "OpenBLAS 0.3.31"
     path: str
     ilp64: bool
+    gemm_bf16: str = ""  # the bf16 GEMM bound (cblas_gemm_bf16bf16f32, cblas_sbgemm), "" if none
 
     def describe(self) -> str:
         return f"{self.name} ({os.path.basename(self.path)}, {'ILP64' if self.ilp64 else 'LP64'})"
@@ -267,7 +287,9 @@ def _bind_mkl(build: Build, path: str):
         words = buf.value.decode(errors="replace").split()
         ver = next((w for w in words if w[:1].isdigit()), "").split("-")[0]
         name = f"MKL {ver}".strip()
-    return name, syms + [_addr(lib, "MKL_Set_Num_Threads"), _addr(lib, "MKL_Get_Max_Threads")], False
+    bf16 = _addr(lib, "cblas_gemm_bf16bf16f32")
+    return name, syms + [_addr(lib, "MKL_Set_Num_Threads"), _addr(lib, "MKL_Get_Max_Threads"), bf16], False, \
+        "cblas_gemm_bf16bf16f32" if bf16 else ""
 
 
 def _bind_openblas(build: Build, path: str):
@@ -285,7 +307,9 @@ def _bind_openblas(build: Build, path: str):
             getattr(lib, cfg).restype = ctypes.c_char_p
             words = (getattr(lib, cfg)() or b"").decode(errors="replace").split()
             name = " ".join(words[:2]) if len(words) >= 2 else name
-        return name, syms + [set_t, get_t], ilp64
+        sb = f"{prefix}cblas_sbgemm{suffix}"
+        bf16 = _addr(lib, sb)
+        return name, syms + [set_t, get_t, bf16], ilp64, sb if bf16 else ""
     return None
 
 
@@ -319,11 +343,11 @@ def _find_blas() -> Blas:
         if got is None:
             tried.append(f"{path}: no CBLAS symbols")
             continue
-        name, ptrs, ilp64 = got
+        name, ptrs, ilp64, bf16 = got
         if build.lib.fffc_blas_bind(*ptrs, int(ilp64)) != 0:
             tried.append(f"{path}: binding failed")
             continue
-        return Blas(name, path, ilp64)
+        return Blas(name, path, ilp64, bf16)
     hint = "pip install mkl (or scipy-openblas32), or set FFFBENCH_BLAS to a CBLAS library"
     raise BuildError(f"no BLAS found ({'; '.join(tried)[:200] or 'none of MKL, OpenBLAS'}): {hint}")
 

@@ -44,7 +44,19 @@ class OneLineErrors(TyperGroup):
         return code  # pragma: no cover - the console script always runs standalone
 
 
+def _quiet_argument_types() -> None:
+    """An argument named by its metavar (SUITE, RUN_DIR...) needs no type beside it in ``--help``
+    (typer prints ``SUITE <path>``); typer versions without the hook are left as they are."""
+    cls = getattr(__import__("typer.core", fromlist=["TyperArgument"]), "TyperArgument", None)
+    shown = getattr(cls, "display_type_rich", None)
+    if shown is not None:
+        cls.display_type_rich = lambda self, ctx: "" if self.metavar else shown(self, ctx)
+
+
+_quiet_argument_types()
+
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   context_settings={"max_content_width": 100},
                   help="Honest benchmarks of fast feedforward (FFF) layers against dense FF baselines.")
 

@@ -42,10 +42,10 @@ def _wrote(paths) -> None:
 @app.command(epilog="Examples:\n\n  fffbench report results/paper-20261128-101500-myhost\n\n"
                     "  fffbench report results/<run-id> --format html --out /tmp/report\n\n"
                     "  fffbench report results/<run-id> --format csv --no-plots")
-def report(run_dirs: list[Path] = typer.Argument(..., help="One or more run directories written by `fffbench run`."),
-           fmt: Format = typer.Option("md", "--format", help="md (Markdown), csv (one file per table), latex, or "
+def report(run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR", help="One or more run directories written by `fffbench run`."),
+           fmt: Format = typer.Option("md", "--format", metavar="md|csv|latex|html", help="md (Markdown), csv (one file per table), latex, or "
                                                              "html (one self-contained page)."),
-           out: Path | None = typer.Option(None, help="Folder for the report and plots (default: RUN_DIR/report "
+           out: Path | None = typer.Option(None, metavar="DIR", help="Folder for the report and plots (default: RUN_DIR/report "
                                                       "for one run, ./report for several)."),
            plots: bool = typer.Option(True, help="Also write the plots (PNG and SVG)."),
            show: bool = typer.Option(True, help="Print the Markdown report (format md) on stdout.")):
@@ -71,8 +71,8 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="One or more run dire
 
 @app.command(epilog="Examples:\n\n  fffbench plot results/<run-id>\n\n"
                     "  fffbench plot results/<run-on-cpu> results/<run-on-gpu> --out plots/")
-def plot(run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (drawn on the same figures)."),
-         out: Path | None = typer.Option(None, help="Folder for the PNG and SVG files "
+def plot(run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR", help="One or more run directories (drawn on the same figures)."),
+         out: Path | None = typer.Option(None, metavar="DIR", help="Folder for the PNG and SVG files "
                                                        "(default: RUN_DIR/report for one run, ./plots for several).")):
     """Figures of stored runs: level-matched and best-against-best speedups beside the paper's figures
     and both limits, time against number of neurons, and speedup against batch size."""
@@ -90,13 +90,13 @@ def plot(run_dirs: list[Path] = typer.Argument(..., help="One or more run direct
                     "  fffbench compare results/<machine-a> results/<machine-b> --out compare/\n\n"
                     "  fffbench compare results/<main> results/<branch> --fail-on-regression 1.5   # in CI\n\n"
                     "  fffbench compare results/<sharded-run>   # its hosts against each other")
-def compare(run_dirs: list[Path] = typer.Argument(..., help="The base run, then one or more runs to compare with it "
+def compare(run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR", help="The base run, then one or more runs to compare with it "
                                                             "(one sharded run of several hosts: its hosts)."),
-            out: Path | None = typer.Option(None, help="Folder for compare.md and its figure (nothing is written "
+            out: Path | None = typer.Option(None, metavar="DIR", help="Folder for compare.md and its figure (nothing is written "
                                                           "without it)."),
-            threshold: float = typer.Option(1.1, min=1.0, max=100.0,
+            threshold: float = typer.Option(1.1, min=1.0, max=100.0, metavar="FACTOR",
                                             help="Ratio beyond which a significant change is called slower or faster."),
-            alpha: float = typer.Option(0.05, min=1e-6, max=0.5, help="Significance level of the tests."),
+            alpha: float = typer.Option(0.05, min=1e-6, max=0.5, metavar="P", help="Significance level of the tests."),
             fail_on_regression: float | None = typer.Option(
                 None, "--fail-on-regression", metavar="FACTOR", min=1.0,
                 help="Exit 1 when a case became slower by more than FACTOR with significance, or became wrong.")):

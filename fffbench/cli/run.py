@@ -27,38 +27,42 @@ def _value(v):
                     "  fffbench run suites/scaling.yaml --executor local --shards 2   # one process per GPU\n\n"
                     "  fffbench run suites/scaling.yaml --executor slurm --shards 8 --slurm-partition gpu\n\n"
                     "  fffbench run --resume results/<run-id> --shard 1 --executor local   # one failed shard")
-def run(suite: Path | None = typer.Argument(None, help="Suite YAML file (optional with --resume)."),
-        out: Path = typer.Option(Path("results"), help="Folder that receives the run directory."),
-        resume: Path | None = typer.Option(None, help="Finish an interrupted run directory; done rows are kept. "
+def run(suite: Path | None = typer.Argument(None, metavar="SUITE", help="Suite YAML file (optional with --resume)."),
+        out: Path = typer.Option(Path("results"), metavar="DIR", help="Folder that receives the run directory."),
+        resume: Path | None = typer.Option(None, metavar="RUN_DIR", help="Finish an interrupted run directory; done rows are kept. "
                                                          "For a sharded run: its unfinished shards."),
-        device: list[Device] | None = typer.Option(None, help="Run only the cases on this device (repeatable)."),
+        device: list[Device] | None = typer.Option(None, metavar="cpu|cuda", help="Run only the cases on this device (repeatable)."),
         progress: bool = typer.Option(True, help="Show progress (a bar on a terminal, a line per row elsewhere)."),
         summary: bool = typer.Option(True, help="Print the tables at the end."),
-        max_cases: int = typer.Option(100_000, min=1, help="Refuse sweeps with more cases than this."),
+        max_cases: int = typer.Option(100_000, min=1, metavar="N", help="Refuse sweeps with more cases than this."),
         executor: Executor | None = typer.Option(
-            None, rich_help_panel=_SHARDS, help="inline (default: this process), local (one process per shard on "
+            None, metavar="inline|local|slurm", rich_help_panel=_SHARDS, help="inline (default: this process), local (one process per shard on "
                                                 "this host, shard k on GPU k mod GPUs) or slurm (one job per shard). "
                                                 "With --resume of a sharded run: the run's own executor."),
-        shards: int | None = typer.Option(None, min=1, rich_help_panel=_SHARDS,
+        shards: int | None = typer.Option(None, min=1, metavar="N", rich_help_panel=_SHARDS,
                                              help="Number of shards (default: local, one per GPU; slurm, 1)."),
+        costs_from: Path | None = typer.Option(
+            None, metavar="RUN_DIR", rich_help_panel=_SHARDS,
+            help="Balance the shards by what each workload took in this earlier run of the suite (default: "
+                 "estimated from FLOPs and bytes)."),
         replicate: bool = typer.Option(False, "--replicate", rich_help_panel=_SHARDS,
                                        help="Every shard runs every case (one replica per GPU or node), to compare "
                                             "machines: report and compare show each replica as a machine."),
-        shard: list[int] | None = typer.Option(None, rich_help_panel=_SHARDS,
+        shard: list[int] | None = typer.Option(None, metavar="K", rich_help_panel=_SHARDS,
                                                   help="With --resume: re-run only this shard (repeatable)."),
-        gpus: str | None = typer.Option(None, rich_help_panel=_SHARDS,
+        gpus: str | None = typer.Option(None, metavar="0,1,...", rich_help_panel=_SHARDS,
                                            help="local: GPU indices to spread shards over, e.g. 0,1 (default: "
                                                 "CUDA_VISIBLE_DEVICES, else every GPU)."),
         wait: bool = typer.Option(True, rich_help_panel=_SHARDS,
                                   help="Wait for the shards, merge and summarise (--no-wait: submit and return)."),
-        slurm_partition: str | None = typer.Option(None, rich_help_panel=_SHARDS, help="Slurm partition."),
-        slurm_time: int | None = typer.Option(None, min=1, rich_help_panel=_SHARDS,
+        slurm_partition: str | None = typer.Option(None, metavar="NAME", rich_help_panel=_SHARDS, help="Slurm partition."),
+        slurm_time: int | None = typer.Option(None, min=1, metavar="MINUTES", rich_help_panel=_SHARDS,
                                                  help="Time limit per shard, minutes (default 240)."),
         slurm_gpus_per_shard: int | None = typer.Option(
-            None, min=0, rich_help_panel=_SHARDS, help="GPUs per shard job (default: 1 if the suite has CUDA cases)."),
+            None, min=0, metavar="N", rich_help_panel=_SHARDS, help="GPUs per shard job (default: 1 if the suite has CUDA cases)."),
         slurm_cpus_per_shard: int | None = typer.Option(
-            None, min=1, rich_help_panel=_SHARDS, help="CPUs per shard job (threads: all means these)."),
-        slurm_account: str | None = typer.Option(None, rich_help_panel=_SHARDS, help="Slurm account."),
+            None, min=1, metavar="N", rich_help_panel=_SHARDS, help="CPUs per shard job (threads: all means these)."),
+        slurm_account: str | None = typer.Option(None, metavar="NAME", rich_help_panel=_SHARDS, help="Slurm account."),
         slurm_extra: list[str] | None = typer.Option(
             None, metavar="KEY=VALUE", rich_help_panel=_SHARDS,
             help="Any other sbatch option, e.g. constraint=h100 or mem=64G (repeatable)."),
@@ -83,10 +87,11 @@ def run(suite: Path | None = typer.Argument(None, help="Suite YAML file (optiona
         slurm = slurm_options(slurm_partition, slurm_time, slurm_gpus_per_shard, slurm_cpus_per_shard,
                               slurm_account, slurm_extra, slurm_setup)
         run_sharded(suite, out, resume, devices, ex, shards, shard or None, gpus, slurm, wait, progress, summary,
-                    replicate, max_cases)
+                    replicate, max_cases, costs_from)
         return
-    if shards not in (None, 1) or shard or replicate:
-        fail("--shards, --shard and --replicate need --executor local or slurm (or --resume of a sharded run)")
+    if shards not in (None, 1) or shard or replicate or costs_from:
+        fail("--shards, --shard, --replicate and --costs-from need --executor local or slurm (or --resume of a "
+             "sharded run)")
     run_inline(suite, out, resume, devices, progress, summary, max_cases)
 
 

@@ -40,7 +40,7 @@ def _check_executor(executor: str | None) -> None:
 
 
 def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, wait, progress, summary,
-                replicate=False, max_cases: int = 100_000):
+                replicate=False, max_cases: int = 100_000, costs_from=None):
     """``fffbench run`` with a local or Slurm executor, or ``--resume`` of a sharded run."""
     from fffbench.cli.summary import load_checked
     from fffbench.shards import launch
@@ -57,13 +57,13 @@ def run_sharded(suite, out, resume, devices, executor, n, shards, gpus, slurm, w
             s = load_checked(suite, None, devices, max_cases)
             options = SlurmOptions(**slurm) if executor == "slurm" else None
             run_dir, manifest = launch.create(s, out, n, executor, devices, gpus.split(",") if gpus else None,
-                                              options, replicate)
+                                              options, replicate, costs_from)
             typer.echo(f"run directory: {run_dir} ({manifest['n_shards']} shards, executor {executor})")
             outcome = launch.run_shards(run_dir, manifest, list(range(manifest["n_shards"])), executor, wait,
                                         progress)
         else:
-            if n is not None or devices or gpus or replicate:
-                fail("--shards, --device, --gpus and --replicate are fixed when a sharded run starts; "
+            if n is not None or devices or gpus or replicate or costs_from:
+                fail("--shards, --device, --gpus, --replicate and --costs-from are fixed when a sharded run starts; "
                      "--resume takes --executor, --shard and the --slurm-* options")
             s = load_suite(resume / SUITE_COPY)
             if suite is not None and load_suite(suite).sha256 != s.sha256:
@@ -109,7 +109,7 @@ def _conclude(outcome, suite, summary: bool) -> None:
 
 
 @app.command(epilog="Example:\n\n  fffbench merge results/scaling-20261201-101500-login1")
-def merge(run_dir: Path = typer.Argument(..., help="A sharded run directory.")):
+def merge(run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A sharded run directory.")):
     """Write a sharded run's rows and samples, merged from its shards, to RUN_DIR/results.jsonl and
     samples.jsonl (report, compare and plot merge on their own; this is for tools that read the files)."""
     from fffbench.shards.merge import merge as do_merge
@@ -127,7 +127,7 @@ def merge(run_dir: Path = typer.Argument(..., help="A sharded run directory.")):
 
 @app.command(epilog="Examples:\n\n  fffbench shards results/<run-id>\n\n"
                     "  fffbench shards results/<run-id> --intervals   # every measurement, per device")
-def shards(run_dir: Path = typer.Argument(..., help="A run directory (sharded or not)."),
+def shards(run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory (sharded or not)."),
            intervals: bool = typer.Option(False, "--intervals", help="Also list every measurement interval."),
            cases: bool = typer.Option(False, "--cases", help="List each shard's cases.")):
     """Shards of a run (state, rows stored, job), then per device when it was busy and its busy

@@ -10,8 +10,8 @@ from fffbench.vocab import plural
 
 
 @app.command(epilog="Example:\n\n  fffbench validate suites/*.yaml")
-def validate(suites: list[Path] = typer.Argument(..., help="Suite YAML files."),
-             max_cases: int = typer.Option(100_000, min=1, help="Refuse sweeps with more cases than this.")):
+def validate(suites: list[Path] = typer.Argument(..., metavar="SUITE", help="Suite YAML files."),
+             max_cases: int = typer.Option(100_000, min=1, metavar="N", help="Refuse sweeps with more cases than this.")):
     """Check suites without running them: keys, types, ranges, backend names, comparisons, the size
     of the sweep and each case's memory. Every file is checked, also after one fails."""
     from fffbench.runner import plan

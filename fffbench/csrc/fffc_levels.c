@@ -11,6 +11,8 @@
  *   FF  L3:                       H = X W1^T;  H = GELU(H + b1);  Y = H W2            (two sgemm)
  *   FFF L1: per row, per level    z = dot(x, W1[n]) + b1[n];  y += GELU(z) W2[n]     (sdot, saxpy)
  *   FFF L2: per tree level        batched gemv over rows, batched GELU, batched axpy
+ *   FF  L3 bf16:                  the same two GEMMs on bf16 operands with fp32 accumulation (MKL's
+ *                                 cblas_gemm_bf16bf16f32, AMX tiles where present; OpenBLAS's sbgemm)
  */
 #include "fffc.h"
 
@@ -19,7 +21,7 @@
 enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
 
 static struct {
-    void *sdot, *saxpy, *sgemv, *sgemm, *set_threads, *get_threads;
+    void *sdot, *saxpy, *sgemv, *sgemm, *set_threads, *get_threads, *gemm_bf16;
     int ilp64;
 } B_;
 
@@ -32,11 +34,16 @@ typedef void (*sgemv64_t)(int, int, int64_t, int64_t, float, const float *, int6
                           float *, int64_t);
 typedef void (*sgemm32_t)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *,
                           int);
+typedef void (*gbf32_t)(int, int, int, int, int, int, float, const uint16_t *, int, const uint16_t *, int, float,
+                        float *, int);
+typedef void (*gbf64_t)(int, int, int, int64_t, int64_t, int64_t, float, const uint16_t *, int64_t, const uint16_t *,
+                        int64_t, float, float *, int64_t);
 typedef void (*sgemm64_t)(int, int, int, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *,
                           int64_t, float, float *, int64_t);
 
-int fffc_blas_bind(void *sdot, void *saxpy, void *sgemv, void *sgemm, void *set_threads, void *get_threads, int ilp64) {
-    B_.sdot = sdot, B_.saxpy = saxpy, B_.sgemv = sgemv, B_.sgemm = sgemm;
+int fffc_blas_bind(void *sdot, void *saxpy, void *sgemv, void *sgemm, void *set_threads, void *get_threads,
+                   void *gemm_bf16, int ilp64) {
+    B_.sdot = sdot, B_.saxpy = saxpy, B_.sgemv = sgemv, B_.sgemm = sgemm, B_.gemm_bf16 = gemm_bf16;
     B_.set_threads = set_threads, B_.get_threads = get_threads, B_.ilp64 = ilp64;
     return (sdot && saxpy && sgemv && sgemm) ? 0 : -1;
 }
@@ -63,6 +70,15 @@ static inline void b_sgemm(int tb, long m, long n, long k, const float *a, long 
     else
         ((sgemm32_t)B_.sgemm)(RowMajor, NoTrans, tb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, 0.0f, c,
                               (int)ldc);
+}
+
+static inline void b_gemm_bf16(int tb, long m, long n, long k, const uint16_t *a, long lda, const uint16_t *b,
+                               long ldb, float *c, long ldc) {
+    if (B_.ilp64)
+        ((gbf64_t)B_.gemm_bf16)(RowMajor, NoTrans, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+    else
+        ((gbf32_t)B_.gemm_bf16)(RowMajor, NoTrans, tb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, 0.0f, c,
+                                (int)ldc);
 }
 
 /* BLAS thread count: set for the duration of a call, restored after (the caller's setting,
@@ -135,6 +151,34 @@ void ff_l3(const float *x, long B, long d, long H, long dout, const float *w1, c
     gelu_bias_rows(h, h, B, H, b1, nthreads);
     b_sgemm(NoTrans, B, dout, H, h, H, w2, dout, y, dout);
     blas_threads_restore(prev);
+}
+
+/* bf16: x (B x d), w1 (H x d), w2 (H x dout) bf16 bits; h: B*H floats, hb: B*H bf16, y: B*dout bf16.
+ * GEMM 1 accumulates in fp32, GELU(h + b1) is rounded to bf16 for GEMM 2, whose fp32 result is rounded
+ * to bf16 on the way out (as torch's bf16 layer does). Returns -1 without a bf16 GEMM. */
+int ff_l3_bf16(const uint16_t *x, long B, long d, long H, long dout, const uint16_t *w1, const float *b1,
+               const uint16_t *w2, uint16_t *y, float *h, uint16_t *hb, int nthreads) {
+    if (!B_.gemm_bf16) return -1;
+    int nt = fffc_threads(nthreads);
+    int prev = blas_threads_set(nt);
+    b_gemm_bf16(Trans, B, H, d, x, d, w1, d, h, H);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (long r = 0; r < B; r++) {
+        const float *hr = h + r * H;
+        uint16_t *o = hb + r * H;
+#pragma omp simd
+        for (long j = 0; j < H; j++) o[j] = f32_to_bf16(fffc_gelu(hr[j] + b1[j]));
+    }
+    /* GEMM 2 writes its fp32 result over h (B*dout <= B*H floats when dout <= H; else the caller
+     * passes h of B*max(H, dout)) */
+    b_gemm_bf16(NoTrans, B, dout, H, hb, H, w2, dout, h, dout);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (long r = 0; r < B; r++) {
+#pragma omp simd
+        for (long j = 0; j < dout; j++) y[r * dout + j] = f32_to_bf16(h[r * dout + j]);
+    }
+    blas_threads_restore(prev);
+    return 0;
 }
 
 /* The reference code's variant: both intermediates (B * H floats each, about 0.5 GB at the paper's

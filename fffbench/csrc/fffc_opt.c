@@ -30,6 +30,19 @@
 
 #include <stdlib.h>
 
+/* A built kernel: shape, weights and parameters (laid out as fffc_plan in c_cpu.py). */
+typedef struct {
+    long d, dout, K, D;         /* width, output width, trees, depth */
+    const void *w1;             /* K*N x d, heap order; bf16 bits or float32 */
+    const float *b1;            /* K*N */
+    const void *w2;             /* K*N x dout */
+    int bf, nthreads;           /* element type (1: bf16), threads of the case */
+    int group, pf, mt_rows;     /* walk: rows walked together, prefetch mode, rows from which it threads */
+    int S, R, blk, pfd, nt;     /* bucket: top levels, tile rows, levels per block, prefetch distance, NT stores */
+    int unit, dyn;              /* bucket: rows per phase-2 work unit (0: a subtree), units handed out dynamically */
+    int bagc;                   /* bucket: columns per block of a tile's bag (0: all) */
+} fffc_plan;
+
 /* A queue of x rows to prefetch, a few cache lines at a time, while other work runs. */
 typedef struct {
     const char *x;
@@ -56,20 +69,10 @@ typedef struct {
     void *y;
     long dout;
     int nt;
+    long cols; /* columns per block of the tile's bag (0: all) */
 } bag_t;
 
 #define WORK_INTS(R) (8 * (size_t)(R) + 8)
-
-/* wall time of the bucketed kernel's phases in the last call (route, sort, subtrees), for profiles */
-double fffc_phase_seconds[3];
-
-static double wtime(void) {
-#ifdef _OPENMP
-    return omp_get_wtime();
-#else
-    return 0.0;
-#endif
-}
 
 FFFC_INLINE void prefetch_row(const void *p, size_t bytes) {
     const char *c = (const char *)p;
@@ -104,6 +107,9 @@ FFFC_INLINE void store_y(void *y, size_t i, v16 v, int bf, int nt) {
     }
 }
 
+/* the next index of a shared counter (work handed out one item at a time) */
+static inline long grab(long *next) { return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); }
+
 /* The kernels proper, instantiated once per storage type so that the element type is a constant
  * inside OpenMP's outlined regions. */
 #define BF 0
@@ -117,15 +123,25 @@ FFFC_INLINE void store_y(void *y, size_t i, v16 v, int bf, int nt) {
 #undef BF
 #undef SFX
 
-void fff_opt_walk(const void *x, long B, long d, long dout, long K, long D, const void *w1, const float *b1,
-                  const void *w2, void *y, int bf, int group, int pf, int nt, int nthreads, int32_t *nid, float *act) {
-    (bf ? walk_all_bf16 : walk_all_f32)(x, B, d, dout, K, D, w1, b1, w2, y, group, pf, nt, nthreads, nid, act);
+/* Entry points: one plan per built kernel (its weights, shape and tuned parameters), so that a call
+ * passes four arguments; the Python-to-C call costs about 0.1 us per argument. */
+void fff_opt_walk(const fffc_plan *p, const void *x, void *y, long B, int32_t *nid, float *act) {
+    (p->bf ? walk_all_bf16 : walk_all_f32)(p, x, y, B, nid, act);
 }
 
-void fff_opt_bucket(const void *x, long B, long d, long dout, long D, const void *w1, const float *b1,
-                    const void *w2, void *y, int bf, int S, int R, int blk, int pf, int nt, int nthreads, int32_t *nid,
-                    float *act, int32_t *perm, long *start, int32_t *work) {
-    blk = blk < 1 ? 1 : blk > 3 ? 3 : blk;
-    (bf ? bucket_bf16 : bucket_f32)(x, B, d, dout, D, w1, b1, w2, y, S, R, blk, pf, nt, nthreads, nid, act, perm,
-                                    start, work);
+void fff_opt_bucket(const fffc_plan *p, const void *x, void *y, long B, int32_t *nid, float *act, int32_t *perm,
+                    long *start, int32_t *work) {
+    (p->bf ? bucket_bf16 : bucket_f32)(p, x, y, B, nid, act, perm, start, work);
 }
+
+/* B <= 64 rows (fff_opt_walk with the plan's thread rule and no scratch: nodes and activations on the
+ * stack); int B so that ctypes may pass it without a declared type. */
+void fff_opt_small(const fffc_plan *p, const void *x, void *y, int B) {
+    (p->bf ? walk_all_bf16 : walk_all_f32)(p, x, y, B, NULL, NULL);
+}
+
+/* The same call that does nothing: the Python-to-C call overhead, measured at build. */
+void fffc_noop(const fffc_plan *p, const void *x, void *y, int B) { (void)p, (void)x, (void)y, (void)B; }
+
+/* The bf16 path this build takes: 1 native dot products (AVX512-BF16), 0 widening to fp32. */
+int fffc_bf16_native(void) { return FFFC_DPBF16; }

@@ -1,69 +1,49 @@
 /* Body of fffc_opt.c, included once per element type: BF (0 float32, 1 bfloat16) and SFX(name). */
 
-/* G dots x_g . w_g in one loop: G independent chains, two accumulators each, so neither the FMA
- * latency nor one row's dependency on its previous level stalls the core. */
-#define DEF_DOTS(G)                                                                                   \
-    FFFC_INLINE void SFX(dots##G)(const void *const *xr, const void *const *wr, long d, float *out) {  \
-        v16 a0[G], a1[G];                                                                             \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = v16_splat(0.0f);          \
-        long j = 0;                                                                                   \
-        for (; j + 32 <= d; j += 32) {                                                                \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                     \
-                a0[g] += ldv(xr[g], j, BF) * ldv(wr[g], j, BF);                                       \
-                a1[g] += ldv(xr[g], j + 16, BF) * ldv(wr[g], j + 16, BF);                             \
-            }                                                                                         \
-        }                                                                                             \
-        for (; j + 16 <= d; j += 16) {                                                                \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] += ldv(xr[g], j, BF) * ldv(wr[g], j, BF); \
-        }                                                                                             \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                         \
-            float s = v16_hsum(a0[g] + a1[g]);                                                        \
-            for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(wr[g], t, BF);                  \
-            out[g] = s;                                                                               \
-        }                                                                                             \
-    }
-DEF_DOTS(1)
-DEF_DOTS(2)
-DEF_DOTS(3)
-DEF_DOTS(4)
-DEF_DOTS(5)
-DEF_DOTS(6)
-DEF_DOTS(7)
-DEF_DOTS(8)
-#undef DEF_DOTS
-
-static void SFX(dots)(const void *const *xr, const void *const *wr, int G, long d, float *out) {
-    switch (G) {
-    case 1: SFX(dots1)(xr, wr, d, out); break;
-    case 2: SFX(dots2)(xr, wr, d, out); break;
-    case 3: SFX(dots3)(xr, wr, d, out); break;
-    case 4: SFX(dots4)(xr, wr, d, out); break;
-    case 5: SFX(dots5)(xr, wr, d, out); break;
-    case 6: SFX(dots6)(xr, wr, d, out); break;
-    case 7: SFX(dots7)(xr, wr, d, out); break;
-    default: SFX(dots8)(xr, wr, d, out); break;
-    }
+/* One multiply-accumulate step of a dot product consumes CH elements of both operands: 16 floats,
+ * or with native bf16 32 bf16 (loaded as raw bits and fed to vdpbf16ps). ldr loads a step's
+ * operand, fmr accumulates; the remainder of d below CH goes through ldv (converting) and scalars. */
+#define NATIVE (BF && FFFC_DPBF16)
+#define CH (NATIVE ? 32 : 16)
+FFFC_INLINE v16 SFX(ldr)(const void *p, size_t j) {
+    return NATIVE ? *(const v16u2 *)((const uint16_t *)p + j) : ldv(p, j, BF);
 }
+FFFC_INLINE v16 SFX(fmr)(v16 acc, v16 a, v16 b) { return NATIVE ? fffc_dpbf16(acc, a, b) : acc + a * b; }
+
+#include "fffc_opt_dots.h"
 
 /* Walk levels l0..l1 of one tree for G <= 8 rows together. n[g]: the rows' nodes at level l0 (tree
  * relative), updated in place. Row g's level l goes to nid[g][l] (the absolute W1/W2 row, off + node)
- * and act[g][l]. pf: prefetch each row's next W1 row (to L2) as soon as it is known. */
-static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const float *b1, long d, long off, long *n,
-                             int l0, int l1, int32_t *const *nid, float *const *act, int pf) {
+ * and act[g][l] (pre-activations). pf 1: prefetch each row's next W1 row (to L2) once it is known;
+ * pf 2: prefetch both children's W1 rows (to L2) before the dot, so where the weights are not in L2
+ * the next level's loads overlap this level's dot instead of following it; pf 3: and the node's W2
+ * row for the bag. To L2, not L1: on a hot path (a B = 1 loop) both children would push the path's
+ * own rows out of L1 (into L1 a B = 1 call took 1.5x as long; to L2 1.2x, with W2 rows 1.3x). */
+static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const float *b1, const void *w2, long d,
+                             long dout, long off, long *n, int l0, int l1, int32_t *const *nid, float *const *act,
+                             int pf) {
     const size_t es = BF ? 2 : 4;
     const void *wr[8];
     float z[8];
     for (int l = l0; l <= l1; l++) {
         for (int g = 0; g < G; g++) wr[g] = (const char *)w1 + (size_t)(off + n[g]) * d * es;
+        if (pf >= 2)
+            for (int g = 0; g < G; g++) {
+                if (l < l1) {
+                    const char *c = (const char *)w1 + (size_t)(off + 2 * n[g] + 1) * d * es;
+                    for (size_t o = 0; o < 2 * d * es; o += 64) __builtin_prefetch(c + o, 0, 2);
+                }
+                if (pf == 3) prefetch_row((const char *)w2 + (size_t)(off + n[g]) * dout * es, dout * es);
+            }
         SFX(dots)(xr, wr, G, d, z);
         for (int g = 0; g < G; g++) {
             long a = off + n[g];
             float zz = z[g] + b1[a];
             nid[g][l] = (int32_t)a;
-            act[g][l] = fffc_gelu(zz);
+            act[g][l] = zz; /* GELU applied by the bag */
             n[g] = 2 * n[g] + 1 + (zz > 0.0f);
         }
-        if (pf && l < l1)
+        if (pf == 1 && l < l1)
             for (int g = 0; g < G; g++) prefetch_row((const char *)w1 + (size_t)(off + n[g]) * d * es, d * es);
     }
 }
@@ -73,6 +53,7 @@ static inline void SFX(walk)(const void *const *xr, int G, const void *w1, const
  * (P x 512 bytes) stays in L1 from one row to the next. */
 static void SFX(bag_group)(int G, int P, long dout, const void *w2, int32_t *const *nid, float *const *act,
                            void *const *yr, int nt) {
+    for (int g = 0; g < G; g++) fffc_gelu_row(act[g], P); /* the walk left pre-activations */
     long c = 0;
     for (; c + 128 <= dout; c += 128) {
         for (int g = 0; g < G; g++) {
@@ -114,95 +95,64 @@ static void SFX(bag_group)(int G, int P, long dout, const void *w2, int32_t *con
         }
 }
 
-/* Any number of trees and depth. scratch: nid (B*K*(D+1) ints), act (B*K*(D+1) floats). */
-static void SFX(walk_all)(const void *x, long B, long d, long dout, long K, long D, const void *w1, const float *b1,
-                          const void *w2, void *y, int group, int pf, int nt, int nthreads, int32_t *nid,
-                          float *act) {
-    long N = (2L << D) - 1, L = D + 1, P = K * L;
+/* One group of G <= 8 rows from r0: walk every tree, then the bag. Nodes and activations live on
+ * the stack when a row has at most WALK_STACK of them, else in the caller's scratch (rows r0..). */
+#define WALK_STACK 64
+static void SFX(walk_group)(const fffc_plan *p, const void *x, void *y, long r0, int G, int32_t *nid, float *act) {
+    long D = p->D, K = p->K, N = (2L << D) - 1, L = D + 1, P = K * L, d = p->d, dout = p->dout;
     const size_t es = BF ? 2 : 4;
-    int G = group < 1 ? 1 : group > 8 ? 8 : group;
-#pragma omp parallel for schedule(static) num_threads(fffc_threads(nthreads))
-    for (long r0 = 0; r0 < B; r0 += G) {
-        int g_n = (int)(B - r0 < G ? B - r0 : G);
-        const void *xr[8];
-        void *yr[8];
-        long n[8];
-        int32_t *ni[8];
-        float *ac[8];
-        for (long k = 0; k < K; k++) {
-            for (int g = 0; g < g_n; g++) {
-                xr[g] = (const char *)x + (size_t)(r0 + g) * d * es, n[g] = 0;
-                ni[g] = nid + (r0 + g) * P + k * L, ac[g] = act + (r0 + g) * P + k * L;
-            }
-            SFX(walk)(xr, g_n, w1, b1, d, k * N, n, 0, (int)D, ni, ac, pf);
+    int32_t nid_s[8 * WALK_STACK];
+    float act_s[8 * WALK_STACK];
+    int stack = P <= WALK_STACK;
+    const void *xr[8];
+    void *yr[8];
+    long n[8];
+    int32_t *ni[8];
+    float *ac[8];
+    for (long k = 0; k < K; k++) {
+        for (int g = 0; g < G; g++) {
+            xr[g] = (const char *)x + (size_t)(r0 + g) * d * es, n[g] = 0;
+            ni[g] = (stack ? nid_s + g * P : nid + (r0 + g) * P) + k * L;
+            ac[g] = (stack ? act_s + g * P : act + (r0 + g) * P) + k * L;
         }
-        for (int g = 0; g < g_n; g++)
-            ni[g] = nid + (r0 + g) * P, ac[g] = act + (r0 + g) * P, yr[g] = (char *)y + (size_t)(r0 + g) * dout * es;
-        SFX(bag_group)(g_n, (int)P, dout, w2, ni, ac, yr, nt);
+        SFX(walk)(xr, G, p->w1, p->b1, p->w2, d, dout, k * N, n, 0, (int)D, ni, ac, p->pf);
     }
+    for (int g = 0; g < G; g++) {
+        ni[g] = stack ? nid_s + g * P : nid + (r0 + g) * P;
+        ac[g] = stack ? act_s + g * P : act + (r0 + g) * P;
+        yr[g] = (char *)y + (size_t)(r0 + g) * dout * es;
+    }
+    SFX(bag_group)(G, (int)P, dout, p->w2, ni, ac, yr, p->nt);
 }
 
-/* G <= 8 dots of rows x_g with ONE weight row w (the rows share a node): the weight chunk is loaded
- * once for all G rows, so a dot costs about one load per FMA instead of two. */
-#define DEF_SDOTS(G)                                                                                   \
-    FFFC_INLINE void SFX(sdots##G)(const void *const *xr, const void *w, long d, float *out) {          \
-        v16 a0[G], a1[G];                                                                              \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = v16_splat(0.0f);           \
-        long j = 0;                                                                                    \
-        for (; j + 32 <= d; j += 32) {                                                                 \
-            v16 w0 = ldv(w, j, BF), w1_ = ldv(w, j + 16, BF);                                          \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
-                a0[g] += ldv(xr[g], j, BF) * w0;                                                       \
-                a1[g] += ldv(xr[g], j + 16, BF) * w1_;                                                 \
-            }                                                                                          \
-        }                                                                                              \
-        for (; j + 16 <= d; j += 16) {                                                                 \
-            v16 w0 = ldv(w, j, BF);                                                                    \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] += ldv(xr[g], j, BF) * w0;       \
-        }                                                                                              \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                          \
-            float s = v16_hsum(a0[g] + a1[g]);                                                         \
-            for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(w, t, BF);                       \
-            out[g] = s;                                                                                \
-        }                                                                                              \
+/* Any number of trees and depth. Below p->mt_rows rows one thread, with no parallel region at all
+ * (the fork and join of a team costs microseconds, more than a small batch's walk). */
+static void SFX(walk_all)(const fffc_plan *p, const void *x, void *y, long B, int32_t *nid, float *act) {
+    int G = p->group < 1 ? 1 : p->group > 8 ? 8 : p->group;
+    int nth = B < p->mt_rows ? 1 : fffc_threads(p->nthreads);
+    if (nth == 1) {
+        for (long r0 = 0; r0 < B; r0 += G) SFX(walk_group)(p, x, y, r0, (int)(B - r0 < G ? B - r0 : G), nid, act);
+        return;
     }
-DEF_SDOTS(1)
-DEF_SDOTS(2)
-DEF_SDOTS(3)
-DEF_SDOTS(4)
-DEF_SDOTS(5)
-DEF_SDOTS(6)
-DEF_SDOTS(7)
-DEF_SDOTS(8)
-#undef DEF_SDOTS
-
-static void SFX(sdots)(const void *const *xr, const void *w, int G, long d, float *out) {
-    switch (G) {
-    case 1: SFX(sdots1)(xr, w, d, out); break;
-    case 2: SFX(sdots2)(xr, w, d, out); break;
-    case 3: SFX(sdots3)(xr, w, d, out); break;
-    case 4: SFX(sdots4)(xr, w, d, out); break;
-    case 5: SFX(sdots5)(xr, w, d, out); break;
-    case 6: SFX(sdots6)(xr, w, d, out); break;
-    case 7: SFX(sdots7)(xr, w, d, out); break;
-    default: SFX(sdots8)(xr, w, d, out); break;
-    }
+#pragma omp parallel for schedule(static) num_threads(nth)
+    for (long r0 = 0; r0 < B; r0 += G) SFX(walk_group)(p, x, y, r0, (int)(B - r0 < G ? B - r0 : G), nid, act);
 }
 
-/* The embedding bag for a group of G <= 6 rows, y_g = sum_l act_g[l] W2[nid_g[l]], 64 columns at a
- * time with G x 64 accumulators in registers. Rows come sorted by path, so at most levels the whole
- * group sits at one node: that W2 chunk is loaded once for all G rows. */
+/* The embedding bag for a group of G <= 6 rows, y_g = sum_l act_g[l] W2[nid_g[l]], over columns
+ * c0..c1 (64 at a time with G x 64 accumulators in registers, then 16, then one). Rows come sorted
+ * by path, so at most levels the whole group sits at one node: that W2 chunk is loaded once for all
+ * G rows. dout is W2's row length; the caller sweeps column blocks over all of a tile's groups. */
 #define DEF_GBAG(G)                                                                                    \
-    static void SFX(gbag##G)(long dout, const void *w2, const int32_t *const *nid, const float *const *act, \
-                             int L, void *const *yr, int nt) {                                         \
+    static void SFX(gbag##G)(long dout, long c0, long c1, const void *w2, const int32_t *const *nid,       \
+                             const float *const *act, int L, void *const *yr, int nt) {                \
         uint64_t same = 0;                                                                             \
         for (int l = 0; l < L; l++) {                                                                  \
             int eq = 1;                                                                                \
             for (int g = 1; g < G; g++) eq &= nid[g][l] == nid[0][l];                                  \
             same |= (uint64_t)eq << l;                                                                 \
         }                                                                                              \
-        long c = 0;                                                                                    \
-        for (; c + 64 <= dout; c += 64) {                                                              \
+        long c = c0;                                                                                   \
+        for (; c + 64 <= c1; c += 64) {                                                                \
             v16 a[G][4];                                                                               \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a[g][0] = a[g][1] = a[g][2] = a[g][3] = v16_splat(0.0f); \
             for (int l = 0; l < L; l++) {                                                              \
@@ -227,13 +177,13 @@ static void SFX(sdots)(const void *const *xr, const void *w, int G, long d, floa
                 store_y(yr[g], c + 32, a[g][2], BF, nt), store_y(yr[g], c + 48, a[g][3], BF, nt);      \
             }                                                                                          \
         }                                                                                              \
-        for (; c + 16 <= dout; c += 16)                                                                \
+        for (; c + 16 <= c1; c += 16)                                                                  \
             for (int g = 0; g < G; g++) {                                                              \
                 v16 a0 = v16_splat(0.0f);                                                              \
                 for (int l = 0; l < L; l++) a0 += v16_splat(act[g][l]) * ldv(w2, (size_t)nid[g][l] * dout + c, BF); \
                 store_y(yr[g], c, a0, BF, nt);                                                         \
             }                                                                                          \
-        for (; c < dout; c++)                                                                          \
+        for (; c < c1; c++)                                                                            \
             for (int g = 0; g < G; g++) {                                                              \
                 float s = 0.0f;                                                                        \
                 for (int l = 0; l < L; l++) s += act[g][l] * lds(w2, (size_t)nid[g][l] * dout + c, BF); \
@@ -251,79 +201,42 @@ DEF_GBAG(5)
 DEF_GBAG(6)
 #undef DEF_GBAG
 
-static void SFX(gbag)(int G, long dout, const void *w2, const int32_t *const *nid, const float *const *act, int L,
-                      void *const *yr, int nt) {
+static void SFX(gbag)(int G, long dout, long c0, long c1, const void *w2, const int32_t *const *nid,
+                      const float *const *act, int L, void *const *yr, int nt) {
     switch (G) {
-    case 1: SFX(gbag1)(dout, w2, nid, act, L, yr, nt); break;
-    case 2: SFX(gbag2)(dout, w2, nid, act, L, yr, nt); break;
-    case 3: SFX(gbag3)(dout, w2, nid, act, L, yr, nt); break;
-    case 4: SFX(gbag4)(dout, w2, nid, act, L, yr, nt); break;
-    case 5: SFX(gbag5)(dout, w2, nid, act, L, yr, nt); break;
-    default: SFX(gbag6)(dout, w2, nid, act, L, yr, nt); break;
+    case 1: SFX(gbag1)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    case 2: SFX(gbag2)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    case 3: SFX(gbag3)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    case 4: SFX(gbag4)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    case 5: SFX(gbag5)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
+    default: SFX(gbag6)(dout, c0, c1, w2, nid, act, L, yr, nt); break;
     }
 }
 
-/* Dots of G rows with the M = 2^b - 1 weight rows of a b-level block of the tree (its root, the
- * root's children, ...): one pass over the rows' x for b levels. Per 16 columns: M weight loads and
- * G x loads feed G*M FMAs, all accumulators in registers (b = 3, G = 3: 10 loads for 21 FMAs). The
- * extra FMAs (7 dots for 3 levels) are cheaper than streaming x through L1 three times. */
-#define DEF_BDOTS(M, G)                                                                                \
-    static void SFX(bdots_##M##_##G)(const void *const *xr, const void *const *wr, long d, float *out) { \
-        v16 acc[G][M];                                                                                 \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] = v16_splat(0.0f);           \
-        long j = 0;                                                                                    \
-        for (; j + 16 <= d; j += 16) {                                                                 \
-            v16 w[M];                                                                                  \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) w[m] = ldv(wr[m], j, BF);              \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
-                v16 xv = ldv(xr[g], j, BF);                                                            \
-                _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] += xv * w[m];            \
-            }                                                                                          \
-        }                                                                                              \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) {                                      \
-                float s = v16_hsum(acc[g][m]);                                                         \
-                for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(wr[m], t, BF);               \
-                out[g * 8 + m] = s;                                                                    \
-            }                                                                                          \
-    }
-DEF_BDOTS(7, 1)
-DEF_BDOTS(7, 2)
-DEF_BDOTS(7, 3)
-DEF_BDOTS(3, 1)
-DEF_BDOTS(3, 2)
-DEF_BDOTS(3, 3)
-DEF_BDOTS(3, 4)
-DEF_BDOTS(3, 5)
-DEF_BDOTS(3, 6)
-#undef DEF_BDOTS
-
-/* max rows per call of bdots for a block of b levels */
-static inline int SFX(bdots_rows)(int b) { return b == 3 ? 3 : b == 2 ? 6 : 8; }
-
-static void SFX(bdots)(int b, int G, const void *const *xr, const void *const *wr, long d, float *out) {
-    if (b == 1) {
-        float z[8];
-        SFX(sdots)(xr, wr[0], G, d, z);
-        for (int g = 0; g < G; g++) out[g * 8] = z[g];
-        return;
-    }
-    if (b == 3) {
-        switch (G) {
-        case 1: SFX(bdots_7_1)(xr, wr, d, out); break;
-        case 2: SFX(bdots_7_2)(xr, wr, d, out); break;
-        default: SFX(bdots_7_3)(xr, wr, d, out); break;
+/* The bag of a walked tile (rows sorted by path): GELU on every row's pre-activations, then column
+ * block by column block over all of the tile's groups of six rows, so that a column block of every
+ * W2 row the tile uses (the subtree's and the shared ones above it: 70 x 256 bytes at 1x11) stays
+ * in L1 while all the tile's rows read it. Measured no faster than the bag per group on the 2-core
+ * VM (64 columns slower), so the tuner chooses; the bag's cost there is its FMAs and y's stores. */
+static void SFX(tile_bag)(const bag_t *bag, const int32_t *rows, int R, int32_t *nid, float *act, long L) {
+    const size_t es = BF ? 2 : 4;
+    for (int i = 0; i < R; i++) fffc_gelu_row(act + (size_t)rows[i] * L, L);
+    long cb = bag->cols > 0 ? (bag->cols + 63) / 64 * 64 : bag->dout, c1;
+    for (long c0 = 0; c0 < bag->dout; c0 = c1) {
+        c1 = c0 + cb;
+        if (c1 > bag->dout || bag->dout - c1 < 64) c1 = bag->dout; /* the tail joins the last block */
+        for (int i0 = 0; i0 < R; i0 += 6) {
+            int G = R - i0 < 6 ? R - i0 : 6;
+            const int32_t *ni[6];
+            const float *ac[6];
+            void *yr[6];
+            for (int g = 0; g < G; g++) {
+                int32_t r = rows[i0 + g];
+                ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
+                yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
+            }
+            SFX(gbag)(G, bag->dout, c0, c1, bag->w2, ni, ac, (int)L, yr, bag->nt);
         }
-        return;
-    }
-    switch (G) {
-    case 1: SFX(bdots_3_1)(xr, wr, d, out); break;
-    case 2: SFX(bdots_3_2)(xr, wr, d, out); break;
-    case 3: SFX(bdots_3_3)(xr, wr, d, out); break;
-    case 4: SFX(bdots_3_4)(xr, wr, d, out); break;
-    case 5: SFX(bdots_3_5)(xr, wr, d, out); break;
-    default: SFX(bdots_3_6)(xr, wr, d, out); break;
     }
 }
 
@@ -333,9 +246,10 @@ static void SFX(bdots)(int b, int G, const void *const *xr, const void *const *w
  * rows are streamed once per block against the block's 1, 3 or 7 W1 rows (bdots), and the rows
  * then walk the block's levels in registers. On return rows[] is sorted by path. Writes nid/act
  * [r*L + l] for l0 <= l <= l1 and nid[r*L + l1 + 1] (the node below) when l1 < L - 1. `q`: the next
- * tile's x rows, prefetched a few lines per group. `bag`: if given, the output rows of every group of
- * rows are computed as soon as their walk ends (their nodes and activations still in L1; the group
- * shares every node above the last block, so most W2 chunks are loaded once for all its rows). */
+ * tile's x rows, prefetched a few lines per group. `bag`: if given, the output rows: with cols < 0
+ * those of every group of rows as soon as its walk ends (its nodes and activations still in L1; the
+ * group shares every node above the last block, so most W2 chunks are loaded once for all its rows),
+ * else the whole tile's after the walk (tile_bag). */
 static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b1, int32_t *rows, int R, long n0,
                            int l0, int l1, int32_t *nid, float *act, long L, int32_t *tmp, int32_t *seg,
                            int32_t *segn, int32_t *seg2, int32_t *segn2, int32_t *leaf, int blk, pfq_t *q,
@@ -377,13 +291,13 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
                     for (int k = 0; k < b; k++) {
                         float zz = z[g * 8 + loc] + b1[node[loc]];
                         nid[(size_t)r * L + l + k] = (int32_t)node[loc];
-                        act[(size_t)r * L + l + k] = fffc_gelu(zz);
+                        act[(size_t)r * L + l + k] = zz; /* GELU applied by the bag */
                         loc = 2 * loc + 1 + (zz > 0.0f);
                     }
                     leaf[i0 + g] = loc - M; /* 0 .. 2^b - 1: the child block the row goes to */
                     if (l + b > l1 && l1 + 1 < L) nid[(size_t)r * L + l1 + 1] = (int32_t)((n << b) + M + (loc - M));
                 }
-                if (bag && l + b > l1)
+                if (bag && bag->cols < 0 && l + b > l1)
                     for (int g0 = 0; g0 < G; g0 += 6) {
                         int Gb = G - g0 < 6 ? G - g0 : 6;
                         const int32_t *ni[6];
@@ -393,8 +307,9 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
                             int32_t r = rows[i0 + g0 + g];
                             ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
                             yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
+                            fffc_gelu_row(act + (size_t)r * L, L);
                         }
-                        SFX(gbag)(Gb, bag->dout, bag->w2, ni, ac, (int)L, yr, bag->nt);
+                        SFX(gbag)(Gb, bag->dout, 0, bag->dout, bag->w2, ni, ac, (int)L, yr, bag->nt);
                     }
             }
             /* stable partition of the group's rows by the node they reach below the block */
@@ -415,88 +330,97 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
             nseg = nseg2;
         }
     }
+    if (bag && bag->cols >= 0) SFX(tile_bag)(bag, rows, R, nid, act, L);
 }
 
 /* One tree, depth D > S: the two-phase, node-major schedule (see the top of fffc_opt.c).
- * scratch: nid and act (B*(D+1) each), perm (B), start (2^S + 1), work (WORK_INTS(R) ints per thread). */
-static void SFX(bucket)(const void *x, long B, long d, long dout, long D, const void *w1, const float *b1,
-                        const void *w2, void *y, int S, int R, int blk, int pf, int nt, int nthreads, int32_t *nid,
-                        float *act, int32_t *perm, long *start, int32_t *work) {
-    long L = D + 1, T = 1L << S;
-    const size_t es = BF ? 2 : 4, rowb = (size_t)d * es;
-    int nth = fffc_threads(nthreads);
+ * scratch: nid and act (B*(D+1) each), perm (B), start (2^(S+1) + 1 + 3 * (2^S + B / R + 2)), work
+ * (WORK_INTS(R) ints per thread). Work comes in tiles of R rows in phase 1 and units of at most
+ * p->unit rows of one subtree in phase 2 (0: whole subtrees), split into equal contiguous shares
+ * (p->dyn 0) or handed out one at a time (p->dyn 1): then a thread whose core is shared with another
+ * process does less of the work instead of holding up the other (with static shares the kernel is
+ * as slow as its slower core, 3x under a co-tenant's load). A small
+ * unit lets several threads share a big subtree (its weights then go to several L2s). pfd: the x
+ * rows of the tile pfd tiles ahead (phase 1: in the order tiles are handed out; phase 2: within the
+ * unit) are prefetched during the current one (0: off). */
+static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int32_t *nid, float *act, int32_t *perm,
+                        long *start, int32_t *work) {
+    long D = p->D, d = p->d, L = D + 1;
+    int S = p->S, R = p->R, blk = p->blk < 1 ? 1 : p->blk > 3 ? 3 : p->blk, pfd = p->pfd;
+    long T = 1L << S, ntiles = (B + R - 1) / R;
+    const size_t es = BF ? 2 : 4, rowb = (size_t)d * es, lines = (rowb + 63) / 64;
+    int nth = fffc_threads(p->nthreads);
+    const void *w1 = p->w1;
+    const float *b1 = p->b1;
+    long next1 = 0, next2 = 0; /* the next tile and unit to hand out when p->dyn */
 
-    double t0 = wtime();
-    /* phase 1: each thread a contiguous block of rows, in tiles of R, through the top S levels */
+    /* phase 1: tiles of R consecutive rows through the top S levels */
 #pragma omp parallel num_threads(nth)
     {
-        int id = 0, nthr = 1;
+        int id = 0;
 #ifdef _OPENMP
-        id = omp_get_thread_num(), nthr = omp_get_num_threads();
+        id = omp_get_thread_num();
 #endif
         int32_t *wk = work + WORK_INTS(R) * (size_t)id;
         int32_t *rows = wk, *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4,
                 *sn2 = wk + 5 * R + 6;
         int32_t *leaf = wk + 6 * R + 8;
-        long lo = B * id / nthr, hi = B * (id + 1) / nthr;
-        for (long r0 = lo; r0 < hi; r0 += R) {
-            int n = (int)(hi - r0 < R ? hi - r0 : R);
-            long nx = r0 + R, nn = hi - nx < R ? hi - nx : R;
+        long t, t1 = ntiles * (id + 1) / nth;
+        for (t = p->dyn ? grab(&next1) : ntiles * id / nth; t < (p->dyn ? ntiles : t1);
+             t = p->dyn ? grab(&next1) : t + 1) {
+            long r0 = t * R;
+            int n = (int)(B - r0 < R ? B - r0 : R);
+            long nx = r0 + (long)R * pfd * (p->dyn ? nth : 1), nn = B - nx < R ? B - nx : R;
             pfq_t q = {(const char *)x, NULL, nx, nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0};
-            q.total = (size_t)q.n * ((rowb + 63) / 64);
+            q.total = (size_t)q.n * lines;
             for (int i = 0; i < n; i++) rows[i] = (int32_t)(r0 + i);
             SFX(tile_walk)(x, d, w1, b1, rows, n, 0, 0, S - 1, nid, act, L, tmp, sg, sn, sg2, sn2, leaf, blk,
-                           pf ? &q : NULL, NULL);
+                           pfd ? &q : NULL, NULL);
         }
     }
-    double t1 = wtime();
-    /* counting sort of the rows by subtree */
+    /* counting sort of the rows by subtree (start[T + 1 ..] the fill cursors), then the units */
+    long *fill = start + T + 1, *units = start + 2 * T + 1, nunits = 0;
     for (long t = 0; t <= T; t++) start[t] = 0;
     for (long r = 0; r < B; r++) start[nid[r * L + S] - (T - 1) + 1]++;
     for (long t = 0; t < T; t++) start[t + 1] += start[t];
-    {
-        long *fill = malloc(sizeof(long) * T);
-        memcpy(fill, start, sizeof(long) * T);
-        for (long r = 0; r < B; r++) perm[fill[nid[r * L + S] - (T - 1)]++] = (int32_t)r;
-        free(fill);
-    }
-    double t2 = wtime();
-    /* phase 2: each thread a contiguous range of the sorted rows (whole subtrees but for the ends), in
-     * tiles of R rows of one subtree; walk the subtree node-major, then the bag per leaf */
+    memcpy(fill, start, sizeof(long) * T);
+    for (long r = 0; r < B; r++) perm[fill[nid[r * L + S] - (T - 1)]++] = (int32_t)r;
+    long U = p->unit > 0 ? (p->unit < R ? R : p->unit) : B;
+    for (long t = 0; t < T; t++)
+        for (long i = start[t]; i < start[t + 1]; i += U) {
+            units[3 * nunits] = i, units[3 * nunits + 1] = start[t + 1] - i < U ? start[t + 1] - i : U;
+            units[3 * nunits + 2] = t, nunits++;
+        }
+    /* phase 2: units in order, each in tiles of R rows; walk the subtree node-major, then the bag */
 #pragma omp parallel num_threads(nth)
     {
-        int id = 0, nthr = 1;
+        int id = 0;
 #ifdef _OPENMP
-        id = omp_get_thread_num(), nthr = omp_get_num_threads();
+        id = omp_get_thread_num();
 #endif
         int32_t *wk = work + WORK_INTS(R) * (size_t)id;
         int32_t *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4, *sn2 = wk + 5 * R + 6;
         int32_t *leaf = wk + 6 * R + 8;
-        long lo = B * id / nthr, hi = B * (id + 1) / nthr;
-        long t = 0;
-        while (t < T && start[t + 1] <= lo) t++;
-        for (long i = lo; i < hi;) {
-            while (start[t + 1] <= i) t++;
-            long e = start[t + 1] < hi ? start[t + 1] : hi;
-            int n = (int)(e - i < R ? e - i : R);
-            /* the next tile: same rule from i + n */
-            long j = i + n, tj = t;
-            int nn = 0;
-            if (j < hi) {
-                while (start[tj + 1] <= j) tj++;
-                long ej = start[tj + 1] < hi ? start[tj + 1] : hi;
-                nn = (int)(ej - j < R ? ej - j : R);
+        bag_t bag = {p->w2, y, p->dout, p->nt, p->bagc};
+        /* static: the units whose first row falls in the thread's share of the rows */
+        long u = 0, lo = B * id / nth, hi = B * (id + 1) / nth;
+        if (!p->dyn)
+            while (u < nunits && units[3 * u] < lo) u++;
+        for (u = p->dyn ? grab(&next2) : u; u < nunits && (p->dyn || units[3 * u] < hi);
+             u = p->dyn ? grab(&next2) : u + 1) {
+            long first = units[3 * u], end = first + units[3 * u + 1], sub = units[3 * u + 2];
+            for (long i = first; i < end; i += R) {
+                int n = (int)(end - i < R ? end - i : R);
+                long nx = i + (long)R * pfd, nn = end - nx < R ? end - nx : R;
+                pfq_t q = {(const char *)x, perm + nx, 0, pfd && nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0};
+                q.total = (size_t)q.n * lines;
+                SFX(tile_walk)(x, d, w1, b1, perm + i, n, (T - 1) + sub, S, (int)D, nid, act, L, tmp, sg, sn, sg2,
+                               sn2, leaf, blk, pfd ? &q : NULL, &bag);
+                if (pfd) pfq_step(&q, q.total);
             }
-            pfq_t q = {(const char *)x, perm + j, 0, nn, rowb, 0, 0, 0, 0};
-            q.total = (size_t)nn * ((rowb + 63) / 64);
-            int32_t *rows = perm + i;
-            bag_t bag = {w2, y, dout, nt};
-            SFX(tile_walk)(x, d, w1, b1, rows, n, (T - 1) + t, S, (int)D, nid, act, L, tmp, sg, sn, sg2, sn2, leaf,
-                           blk, pf ? &q : NULL, &bag);
-            if (pf) pfq_step(&q, q.total);
-            i += n;
         }
     }
-    double t3 = wtime();
-    fffc_phase_seconds[0] = t1 - t0, fffc_phase_seconds[1] = t2 - t1, fffc_phase_seconds[2] = t3 - t2;
 }
+
+#undef NATIVE
+#undef CH

@@ -59,10 +59,11 @@ def local_gpus(given: list[str] | None = None) -> list[str]:
 
 
 def create(suite, out_root, n: int | None, executor: str, devices=None, gpus: list[str] | None = None,
-           slurm: SlurmOptions | None = None, replicate: bool = False) -> tuple[Path, dict]:
+           slurm: SlurmOptions | None = None, replicate: bool = False, costs_from=None) -> tuple[Path, dict]:
     """A new sharded run directory for ``suite`` under ``out_root`` in ``n`` shards (default: one per
     GPU for the local executor when the suite has CUDA cases, else 1); returns it and its manifest.
-    With ``replicate`` each shard runs the whole suite (one replica per GPU or node)."""
+    With ``replicate`` each shard runs the whole suite (one replica per GPU or node); with
+    ``costs_from`` (an earlier run of the suite) shards are balanced by what each workload took there."""
     from fffbench.session import new_run_id
 
     rows = shard_plan.case_rows(suite, devices)
@@ -75,23 +76,27 @@ def create(suite, out_root, n: int | None, executor: str, devices=None, gpus: li
             raise ValueError(f"the local executor needs integer GPU indices, got {g!r} (set --gpus)")
     n = n or max(len(slots), 1)
     n = n if replicate else min(n, len({shard_plan.workload(suite.cases[i]) for i in rows}))
-    environment = envmod.collect() | {"executor": executor}
+    environment = envmod.collect() | {"executor": executor,
+                                       "comparisons": [c.to_dict() for c in suite.comparisons]}
     if devices:
         environment["device_filter"] = sorted(devices)
+    measured = shard_plan.measured_costs(costs_from) if costs_from else None
+    if costs_from:
+        environment["balanced_by"] = str(costs_from)
     store = RunStore.create(out_root, new_run_id(suite, environment["host"]), environment, suite)
     options = {"slurm": dataclasses.asdict(slurm)} if slurm is not None else {}
     manifest = shard_plan.new_manifest(suite, store.run_id, n, executor,
                                        [slots[k % len(slots)] if slots else None for k in range(n)], options, devices,
-                                       replicate)
+                                       replicate, measured)
     shard_plan.save(store.path, manifest)
     return store.path, manifest
 
 
 def start(suite, out_root, n: int | None, executor: str, devices=None, gpus: list[str] | None = None,
           slurm: SlurmOptions | None = None, wait: bool = True, progress: bool = True,
-          replicate: bool = False) -> Outcome:
+          replicate: bool = False, costs_from=None) -> Outcome:
     """:func:`create` the run, then hand every shard to ``executor``."""
-    run_dir, manifest = create(suite, out_root, n, executor, devices, gpus, slurm, replicate)
+    run_dir, manifest = create(suite, out_root, n, executor, devices, gpus, slurm, replicate, costs_from)
     return run_shards(run_dir, manifest, list(range(manifest["n_shards"])), executor, wait, progress)
 
 

@@ -21,8 +21,11 @@ from pathlib import Path
 from fffbench.store import MANIFEST, RunStore, utc_now
 from fffbench.suite import Suite
 
-#: nominal rates (FLOP/s) used only to tell long cases from short ones when balancing
+#: nominal rates (FLOP/s, bytes/s) used only to tell long cases from short ones when balancing
 NOMINAL_RATE = {"cpu": 5e10, "cuda": 2e13}
+NOMINAL_BANDWIDTH = {"cpu": 1e10, "cuda": 3e12}
+#: seconds a worker process costs beyond its measurements (interpreter, imports, CUDA context)
+PROCESS_S = {"cpu": 2.5, "cuda": 6.0}
 #: seconds per row of the batch per stored row (inputs, reference, gate, untimed first calls): the
 #: median of the committed runs' recorded intervals beyond budget and FLOPs (1.2e-4 to 2.7e-4)
 PER_BATCH_ROW_S = 1.5e-4
@@ -48,13 +51,19 @@ def case_rows(suite: Suite, devices=None) -> dict[int, int]:
 
 
 def estimate_s(suite: Suite, index: int, rows: int) -> float:
-    """Rough seconds a case takes: per row its warm-up and budget (or ``min_reps`` calls if longer),
-    plus the work that grows with the batch."""
+    """Rough seconds a case takes, from its FLOPs and bytes: per row and worker process its first
+    call, warm-up and budget (or its share of ``min_reps`` calls if longer), each process's start,
+    and the work that grows with the batch (inputs, the float64 reference)."""
     from fffbench.casedata import work_of
+    from fffbench.vocab import ITEMSIZE
 
     c, t = suite.cases[index], suite.timing
-    call = work_of(c, 4)[0] / NOMINAL_RATE.get(c.device, NOMINAL_RATE["cpu"])  # an encoder: all its layers
-    return rows * (t.warmup_s + max(t.budget_s, t.min_reps * call) + call + PER_BATCH_ROW_S * c.batch)
+    dev = c.device if c.device in NOMINAL_RATE else "cpu"
+    flops, nbytes = work_of(c, ITEMSIZE[c.dtype])  # an encoder case: all its layers, not one
+    call = max(flops / NOMINAL_RATE[dev], nbytes / NOMINAL_BANDWIDTH[dev])
+    procs = t.min_processes(c.device)
+    per_process = t.warmup_s + call + max(t.budget_s, -(-t.min_reps // procs) * call)
+    return rows * procs * per_process + procs * PROCESS_S[dev] + PER_BATCH_ROW_S * c.batch
 
 
 def workload(case) -> tuple:
@@ -63,21 +72,46 @@ def workload(case) -> tuple:
     return (case.device, case.dtype, case.batch, case.width, case.input, case.seed, case.threads)
 
 
-def partition(suite: Suite, n: int, devices=None) -> list[list[int]]:
+def measured_costs(run_dir) -> dict[tuple, float]:
+    """Seconds each workload took in an earlier run (the spans of its groups' measurements, over
+    its regimes), by :func:`workload` key; used to balance a new run of the same suite."""
+    import pandas as pd
+
+    df = RunStore.open(run_dir).frame()
+    if df.empty or "group" not in df:
+        return {}
+    df = df.dropna(subset=["started_at", "finished_at", "group"])
+    out: dict[tuple, float] = {}
+    for _, g in df.groupby(["group", "attempt"], dropna=False):
+        r = g.iloc[0]
+        span = (pd.to_datetime(g["finished_at"], format="ISO8601").max()
+                - pd.to_datetime(g["started_at"], format="ISO8601").min()).total_seconds()
+        threads = str(r["case_id"]).rsplit("-t", 1)[-1]  # as the suite says it ("all" stays "all")
+        key = (r["device"], r["dtype"], int(r["batch"]), int(r["width"]), r["input"], int(r["seed"]),
+               threads if threads == "all" else int(threads))
+        out[key] = out.get(key, 0.0) + span
+    return out
+
+
+def partition(suite: Suite, n: int, devices=None, measured: dict | None = None) -> list[list[int]]:
     """Case indices of each of ``n`` shards: whole workloads (all cases measured together), per
     device longest first to the least loaded shard (ties: the shard with less work overall, then
-    the lower index). Deterministic. Indices are into the whole suite's cases (``devices`` only
-    leaves cases out), as a shard re-reads the suite file."""
+    the lower index). A workload's cost is what it took in an earlier run (``measured``, from
+    :func:`measured_costs`) where known, else estimated from its FLOPs and bytes. Deterministic.
+    Indices are into the whole suite's cases (``devices`` only leaves cases out), as a shard
+    re-reads the suite file."""
     rows = case_rows(suite, devices)
     units: dict[tuple, list[int]] = {}
     for i in sorted(rows):
         units.setdefault(workload(suite.cases[i]), []).append(i)
     shards: list[list[int]] = [[] for _ in range(n)]
     total = [0.0] * n
+    measured = measured or {}
     for device in sorted({suite.cases[i].device for i in rows}):
         load = [0.0] * n
-        mine = [u for k, u in units.items() if k[0] == device]
-        cost = {id(u): sum(estimate_s(suite, i, rows[i]) for i in u) for u in mine}
+        keyed = [(k, u) for k, u in units.items() if k[0] == device]
+        mine = [u for _, u in keyed]
+        cost = {id(u): measured.get(k) or sum(estimate_s(suite, i, rows[i]) for i in u) for k, u in keyed}
         for u in sorted(mine, key=lambda u: (-cost[id(u)], u[0])):
             k = min(range(n), key=lambda j: (load[j], total[j], j))
             shards[k] += u
@@ -87,11 +121,12 @@ def partition(suite: Suite, n: int, devices=None) -> list[list[int]]:
 
 
 def new_manifest(suite: Suite, run_id: str, n: int, executor: str, slots: list[str | None],
-                 options: dict | None = None, devices=None, replicate: bool = False) -> dict:
+                 options: dict | None = None, devices=None, replicate: bool = False,
+                 measured: dict | None = None) -> dict:
     """The manifest of a new sharded run: ``slots[k]`` is shard k's GPU (local executor) or None.
     With ``replicate`` every shard holds every case (the same suite on each machine, to compare them)."""
     rows = case_rows(suite, devices)
-    split = [sorted(rows)] * n if replicate else partition(suite, n, devices)
+    split = [sorted(rows)] * n if replicate else partition(suite, n, devices, measured)
     shards = []
     for k, cases in enumerate(split):
         shards.append({"index": k, "dir": shard_dir(k), "cases": cases,

@@ -1,0 +1,50 @@
+/* Measurement helpers: the copy-bandwidth floor with the kernels' threads, and what the build targets. */
+#include "fffc.h"
+
+#include <stdint.h>
+
+/* dst = src over n bytes, split into contiguous chunks over nthreads threads; with AVX-512 and a
+ * 64-byte aligned dst of whole lines, by 64-byte loads and non-temporal stores (no read for
+ * ownership of dst: the most a kernel that reads x once and writes y once can get, 1.5x memcpy's
+ * rate on the 2-core VM of notes/cpu-kernels.md). */
+void fffc_copy(void *dst, const void *src, long n, int nthreads) {
+    int nth = fffc_threads(nthreads);
+#pragma omp parallel num_threads(nth)
+    {
+        int id = 0, nt = 1;
+#ifdef _OPENMP
+        id = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        long lo = n * id / nt, hi = n * (id + 1) / nt;
+#if defined(__AVX512F__)
+        lo &= ~63L, hi = id == nt - 1 ? n : hi & ~63L;
+        if (((uintptr_t)dst & 63) == 0) {
+            long i = lo;
+            for (; i + 64 <= hi; i += 64)
+                _mm512_stream_si512((__m512i *)((char *)dst + i), _mm512_loadu_si512((const char *)src + i));
+            memcpy((char *)dst + i, (const char *)src + i, (size_t)(hi - i));
+            _mm_sfence();
+        } else
+#endif
+            memcpy((char *)dst + lo, (const char *)src + lo, (size_t)(hi - lo));
+    }
+}
+
+/* The instruction sets this build was compiled for (-march=native on the build machine): bit 0
+ * AVX2+FMA, 1 AVX-512F, 2 AVX512-BF16 (native bf16 dots), 3 AMX tiles (used by MKL's bf16 GEMM). */
+int fffc_isa(void) {
+    int m = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    m |= 1;
+#endif
+#if defined(__AVX512F__)
+    m |= 2;
+#endif
+#if defined(__AVX512BF16__)
+    m |= 4;
+#endif
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+    m |= 8;
+#endif
+    return m;
+}
