@@ -31,7 +31,9 @@ UNSURE = "too few samples to tell"
 
 
 def _keyed(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    df = df.assign(**{k: df[k].astype(float).fillna(-1) for k in ("hidden", "depth", "trees")})
+    df = df.assign(**{k: df[k].astype(float).fillna(-1) for k in ("hidden", "depth", "trees", "model_layers", "seq_len",
+                                                                    "heads", "layer_index")},
+                   **{k: df[k].astype(object).where(df[k].notna(), "") for k in ("model", "checkpoint_sha256")})
     return df.drop_duplicates(keys, keep="last").set_index(keys, drop=False)
 
 
@@ -82,7 +84,8 @@ def compare_runs(runs: Runs, base: str | None = None, others=None, threshold: fl
 
 def _line(key, base, other, ra, rb, threshold, alpha) -> dict:
     layer = layer_label({"family": key["family"], "hidden": key["hidden"], "depth": key["depth"],
-                         "trees": key["trees"]})
+                         "trees": key["trees"], "model": key.get("model") or None,
+                         "layer_index": None if key.get("layer_index", -1) == -1 else key["layer_index"]})
     regime = Regime.parse(ra["regime"]).label
     line = {"base": base, "other": other, "case": f"{layer} B={key['batch']} d={key['width']}"
             + (f" ({regime})" if regime else ""),

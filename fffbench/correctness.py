@@ -39,15 +39,27 @@ class Reference:
         if layer.family == "ff":
             y = layer.reference(x, weights)
             return cls(y, np.full(y.shape[0], np.inf), layer.width)
-        nodes, logits, noise = layer.walk(x, weights)
-        y = layer.output_from_walk(nodes, logits, weights)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            m = np.where(noise > 0, np.abs(logits) / noise, np.inf)
-        return cls(y, m.reshape(m.shape[0], -1).min(axis=1), layer.width)
+        return cls.from_walk(layer, weights, *layer.walk(x, weights))
+
+    @classmethod
+    def from_walk(cls, layer, weights, nodes, logits, noise) -> Reference:
+        """The reference of an FFF layer from its float64 walk (:meth:`fffbench.layers.FFF.walk`)."""
+        return cls(layer.output_from_walk(nodes, logits, weights), walk_margin(logits, noise), layer.width)
 
     def decisive(self, dtype: str) -> np.ndarray:
-        threshold = _SIGMAS * (UNIT_ROUNDOFF[dtype] + _ACC_ROUNDOFF * math.sqrt(self.width))
-        return self.margin > threshold
+        return self.margin > decisive_threshold(dtype, self.width)
+
+
+def walk_margin(logits, noise) -> np.ndarray:
+    """Each row's smallest ``|z| / noise`` over the visited nodes of every tree (inf where the noise is 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.where(noise > 0, np.abs(logits) / noise, np.inf)
+    return m.reshape(m.shape[0], -1).min(axis=1)
+
+
+def decisive_threshold(dtype: str, width: int) -> float:
+    """The margin above which a logit's sign cannot be flipped by ``dtype``'s rounding (eight sigmas)."""
+    return _SIGMAS * (UNIT_ROUNDOFF[dtype] + _ACC_ROUNDOFF * math.sqrt(width))
 
 
 @dataclass(frozen=True)

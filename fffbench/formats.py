@@ -5,7 +5,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from fffbench.render import UNPAIRED, Section, md_table, sections
+from fffbench.render import UNPAIRED, Section, md_table
+from fffbench.render_model import report_sections
 from fffbench.runs import Runs
 
 FORMATS = ("md", "csv", "latex", "html")
@@ -101,7 +102,7 @@ def write_report(runs: Runs, out, fmt: str = "md", figures=()) -> list[Path]:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    secs = sections(runs)
+    secs = report_sections(runs)
     if fmt in ("md", "latex", "html"):
         name, text = {"md": ("report.md", lambda: to_markdown(runs, secs, figures)),
                       "latex": ("report.tex", lambda: to_latex(runs, secs)),

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 from fffbench.timing.stats import paired_ratio, summarize
 
+#: what the correctness gate reports into each row (token_agreement: encoder rows only)
+GATE_FIELDS = ("rel_err", "max_row_err", "path_agreement", "decisive_frac", "token_agreement")
 #: signals that mean "the run is being stopped", not "the backend crashed"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
@@ -132,7 +134,7 @@ class GroupMeasurement:
             elif kind == "built":
                 m.impl = ev.get("impl") or ""
             elif kind == "gate":
-                m.gate = {k: ev.get(k) for k in ("rel_err", "max_row_err", "path_agreement", "decisive_frac")}
+                m.gate = {k: ev.get(k) for k in GATE_FIELDS}
                 if not ev.get("passed"):
                     m.final = {"status": "wrong", "reason": ev.get("reason") or "failed the correctness gate"}
             elif kind in ("skip", "error"):

@@ -86,8 +86,10 @@ def figure(key: str) -> Figure:
 
 
 def in_setting(key: dict) -> bool:
-    """Whether a group of rows (``width``, ``batch``, ``dtype``...) is the paper's setting."""
-    return all(key.get(k) == v for k, v in SETTING.items())
+    """Whether a group of rows (``width``, ``batch``, ``dtype``...) is the paper's setting (random
+    layers: not the layers of a checkpoint or of a model)."""
+    unset = all(key.get(k) is None or key.get(k) != key.get(k) for k in ("checkpoint", "layer_index"))
+    return unset and all(key.get(k) == v for k, v in SETTING.items())
 
 
 def matching(numerator: str, denominator: str, device: str, hidden: int, depth: int, trees: int) -> Figure | None:

@@ -63,8 +63,13 @@ def _setting(key) -> str:
     out = "" if key["dout"] == key["width"] else f", out {key['dout']}"
     regime = Regime("cuda-events" if key["l2"] != "warm" or key["launch"] != "eager" else "wall",
                     key["l2"], key["launch"]).label
+    model = ""
+    if _ok(key.get("layer_index")):
+        model = f", layer {int(key['layer_index'])} of " + (str(key["checkpoint"]).rstrip("/").rsplit("/", 1)[-1]
+                                                           if _ok(key.get("checkpoint")) else "the published shapes "
+                                                                                              "(random weights)")
     return (f"{key['dtype']}, batch {key['batch']}, d={key['width']}{out}, {plural(int(key['threads']), 'thread')}, "
-            f"{key['input']} input" + (f", {regime}" if regime else ""))
+            f"{key['input']} input" + model + (f", {regime}" if regime else ""))
 
 
 def _unpaired_note(data: pd.DataFrame) -> list[str]:
@@ -210,6 +215,8 @@ def times_section(times: pd.DataFrame, untimed: pd.DataFrame) -> list[Section]:
         })
         if times["run"].nunique() > 1:
             t.insert(0, "run", times["run"])
+        if times["input"].nunique() > 1:  # e.g. a model layer on Gaussian rows, its norm2 rows, a capture
+            t.insert(list(t.columns).index("layer") + 1, "input", times["input"])
         if times["regime"].nunique() == 1:
             t = t.drop(columns="regime")
         notes = []

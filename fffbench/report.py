@@ -16,7 +16,7 @@ import pandas as pd
 
 from fffbench import paper
 from fffbench.roofline import floor_seconds, roofline_limit
-from fffbench.runs import Runs, comparison_pairs, fastest, geomean, groups, pair, pick, warm, where
+from fffbench.runs import Runs, comparison_pairs, fastest, geomean, groups, layer_rows, pair, pick, warm, where
 from fffbench.vocab import column_label, column_order, device_name
 
 
@@ -50,7 +50,7 @@ def _setting_groups(runs: Runs):
     """Per run, the one group of rows in the paper's setting (default regime; gaussian input, the
     lowest seed and the most threads where a run has several)."""
     best = {}
-    for key, grp in groups(warm(runs.df)):
+    for key, grp in groups(warm(layer_rows(runs.df))):
         if not paper.in_setting(key):
             continue
         rank = (key["input"] == "gaussian", -key["seed"], key["threads"])
@@ -118,7 +118,12 @@ def figure_values(runs: Runs) -> pd.DataFrame:
 def _chosen(setting: dict, key: dict) -> bool:
     """Whether ``key`` is the group :func:`figure_values` takes for its run."""
     chosen = setting.get(key["run"])
-    return chosen is not None and all(chosen[0].get(k) == v for k, v in key.items() if k in chosen[0])
+    return chosen is not None and all(_same(chosen[0].get(k), v) for k, v in key.items() if k in chosen[0])
+
+
+def _same(a, b) -> bool:
+    """Equal, or both unset (None or NaN: the checkpoint and layer of a random layer)."""
+    return a == b or all(v is None or v != v for v in (a, b))
 
 
 def figure_of(setting: dict, key: dict, num, den, device: str, hidden: int, depth: int, trees: int):
@@ -153,7 +158,7 @@ def level_table(runs: Runs) -> pd.DataFrame:
     of that family on the device stands in, as in the paper (``vs`` says which).
     """
     out, setting = [], _setting_groups(runs)
-    for key, grp in groups(runs.df):
+    for key, grp in groups(layer_rows(runs.df)):
         ok = grp[grp["status"] == "ok"]
         cols = sorted(set(zip(ok["device"], ok["level"])), key=lambda c: column_order(*c))
         hiddens, trees = _configs(grp)
@@ -209,7 +214,7 @@ def _cell(runs, setting, key, base_rows, rows, fam, device, level, base_flops, b
 def best_table(runs: Runs) -> pd.DataFrame:
     """Fastest correct FFF against fastest correct FF, per device and (FF width, FFF tree)."""
     out, setting = [], _setting_groups(runs)
-    for key, grp in groups(runs.df):
+    for key, grp in groups(layer_rows(runs.df)):
         hiddens, trees = _configs(grp)
         for device in sorted(set(grp.loc[grp["status"] == "ok", "device"]), key=lambda d: column_order(d, "")):
             on = where(grp.to_dict("records"), device=device)
@@ -246,13 +251,13 @@ def geomean_summary(best: pd.DataFrame) -> pd.DataFrame:
 
 # --- the suite's declared comparisons ------------------------------------------------------------------
 
-MATCH = ["device", "dtype", "batch", "width", "input", "seed", "threads"]
+MATCH = ["device", "dtype", "batch", "width", "input", "seed", "threads", "checkpoint", "layer_index"]
 
 
 def comparison_table(runs: Runs) -> pd.DataFrame:
     """Every comparison each run's suite declares, on every matching workload (default regime)."""
     rows, setting = [], _setting_groups(runs)
-    for key, grp in warm(runs.df).groupby(MATCH + ["run"], dropna=False, sort=False):
+    for key, grp in warm(layer_rows(runs.df)).groupby(MATCH + ["run"], dropna=False, sort=False):
         key = dict(zip(MATCH + ["run"], key))
         records = grp.to_dict("records")
         for comp in runs.comparisons(key["run"]):

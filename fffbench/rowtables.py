@@ -43,7 +43,8 @@ def absolute_table(runs: Runs) -> pd.DataFrame:
         above = [name for name, v, c in (("GEMM", r["gflops"] * 1e9, top_gemm), ("copy", r["gbps"] * 1e9, top_bw))
                  if not math.isnan(c) and v > ABOVE_CEILING * c]
         out.append({"run": r["run"], "machine": r["machine"], "device": r["device"], "dtype": r["dtype"],
-                    "batch": r["batch"], "width": r["width"], "threads": r["threads"], "layer": layer_label(r),
+                    "batch": r["batch"], "width": r["width"], "threads": r["threads"], "input": r["input"],
+                    "layer": layer_label(r),
                     "backend": r["backend"], "level": r["level"], "regime": r["regime"],
                     "median_ms": r["median_s"] * 1e3, "ci_low_ms": r["ci_low_s"] * 1e3,
                     "ci_high_ms": r["ci_high_s"] * 1e3, "n": int(r["n_samples"]), "noisy": bool(r["noisy"]),

@@ -11,12 +11,15 @@ and every journalled process; ``resume`` measures only what is missing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from fffbench import casedata
 from fffbench.casedata import ReferenceCache
 from fffbench.measure import GroupMeasurement, Member, finish_row, ratio_record
 from fffbench.registry import get_backend
+from fffbench.routing import RoutingLog
 from fffbench.runs import comparison_pairs, where
 from fffbench.store import RunStore, utc_now
 from fffbench.suite import Case, Suite
@@ -39,15 +42,23 @@ def plan(suite: Suite) -> list[Task]:
     """Every (case, backend, regime) to measure: each backend on the cases of its family and of a
     device it declares (a CUDA-only kernel has no CPU row; a missing GPU is a `skipped` row)."""
     t = suite.timing
-    return [Task(c, b, r) for c in suite.cases for b in suite.backends_for(c.family)
+    return [Task(c, b, r) for c in suite.cases for b in suite.backends_for_case(c)
             if c.device in get_backend(b).devices for r in regimes_for(c.device, t.l2, t.launch)]
 
 
 def group_key(task: Task) -> str:
-    """The workload and regime a task shares with the rows it is compared with."""
+    """The workload and regime a task shares with the rows it is compared with. Encoder cases form
+    groups of their own (a BERT and an UltraFastBERT encoder of one shape are paired); a layer's own
+    inputs (norm2, a capture) make each model layer a workload of its own."""
     c = task.case
-    return (f"{c.device}-{c.dtype}-B{c.batch}-d{c.width}-{c.input}-s{c.seed}-t{c.threads}-"
-            f"{task.regime.key.replace('/', '-')}")
+    key = (f"{c.device}-{c.dtype}-B{c.batch}-d{c.width}-{c.input}-s{c.seed}-t{c.threads}-"
+           f"{task.regime.key.replace('/', '-')}")
+    tag = f"-{hashlib.sha256(c.checkpoint.encode()).hexdigest()[:8]}" if c.checkpoint else ""
+    if c.model:
+        return key + f"-{c.model}{c.model_layers}-S{c.seq_len}-h{c.heads}{tag}"
+    if c.layer_index is not None and casedata.per_layer_input(c.input):
+        return key + f"-L{c.layer_index}{tag}"
+    return key
 
 
 def groups(tasks: Iterable[Task]) -> dict[str, list[Task]]:
@@ -61,12 +72,14 @@ def groups(tasks: Iterable[Task]) -> dict[str, list[Task]]:
 def base_row(task: Task, run_id: str, suite: str, host: str, threads: int) -> dict:
     c, b = task.case, get_backend(task.backend)
     layer = c.layer
+    flops, nbytes = casedata.work_of(c, ITEMSIZE[c.dtype])
     row = asdict(c) | {"threads": threads}
     row.update(run_id=run_id, row_id=task.row_id, case_id=c.case_id, suite=suite,
                neurons_total=layer.neurons_total, neurons_used=layer.neurons_used, backend=b.name,
                backend_family=b.family, level=b.level_on(c.device), regime=task.regime.key,
-               timer=task.regime.timer, host=host, flops=layer.flops(c.batch),
-               bytes=layer.compulsory_bytes(c.batch, ITEMSIZE[c.dtype]), group=group_key(task))
+               timer=task.regime.timer, host=host, flops=flops, bytes=nbytes, group=group_key(task))
+    if c.checkpoint or casedata.per_layer_input(c.input):
+        row.update(casedata.provenance(c))
     return row
 
 
@@ -80,6 +93,7 @@ class Runner:
         self.refs, self.placement, self.progress = refs, placement, progress
         self.journal = store.journal()
         self.stored = 0
+        self.routing = RoutingLog(store.append_routing, (r["key"] for r in store.routing()))
 
     def _held(self, what: str, *args):
         return contextlib.nullcontext() if self.placement is None else getattr(self.placement, what)(*args)
@@ -113,7 +127,8 @@ class Runner:
         members = []
         for i, t in enumerate(tasks):
             row = base_row(t, self.store.run_id, self.suite.name, self.host, threads) | tags
-            reason = get_backend(t.backend).unavailable_reason(device, t.case.dtype)
+            reason = get_backend(t.backend).unavailable_reason(device, t.case.dtype) or \
+                casedata.unavailable_reason(t.case)
             if reason:  # never ran: no measurement interval (started_at stays empty)
                 self._store(row | {"status": "skipped", "reason": reason})
                 continue
@@ -130,7 +145,7 @@ class Runner:
         if done == 0:
             with self._held("prepare", device):  # host work, beside other shards' GPU measurements
                 for m in members:
-                    m.reference = str(self.refs.ensure(m.task.case))
+                    m.reference = str(self.refs.ensure(m.task.case, on_walk=self._routing_hook(m)))
         pairs = self._pairs(members)
         modules = sorted({get_backend(m.task.backend).module for m in members})
         with self._held("hold", device):
@@ -155,6 +170,14 @@ class Runner:
         found = [(num, den, comp) for num, den, comp in pairs if num in timed and den in timed]
         for num, den, comp in found + self._best_pairs(timed):
             self.store.append_ratio(ratio_record(comp.label, num, den, gm.attempt, comp.figure))
+
+    def _routing_hook(self, m: Member):
+        """The walk callback that records the routing statistics of the member's case, once per run."""
+        c, row = m.task.case, m.row
+        fields = {"run_id": self.store.run_id, "case_id": c.case_id, "source": "encoder" if c.model else "layer"}
+        fields |= {k: row.get(k) for k in ("model", "checkpoint", "checkpoint_sha256", "input", "input_sha256",
+                                           "batch", "width", "depth", "trees", "seed", "seq_len", "model_layers")}
+        return self.routing.hook(c, casedata.reference_key(c), fields)
 
     def _final(self, m: Member) -> None:
         """A row finished without timing (wrong, skipped, error): stored at once."""

@@ -27,18 +27,34 @@ from fffbench.timing.regime import Regime
 from fffbench.timing.stats import log_ratio_test, paired_ratio, ratio_ci, t_quantile
 from fffbench.vocab import LAYER_AXES, REGIME_AXES, WORKLOAD_AXES
 
-#: the axes two rows of one table share (one Table 2 per combination; devices sit side by side)
-GROUP = ["run", *REGIME_AXES] + [a for a in WORKLOAD_AXES if a != "device"] + ["width", "dout", "bias"]
+#: the axes two rows of one table share (one Table 2 per combination; devices sit side by side); the
+#: layers of a checkpoint each get their own tables
+GROUP = ["run", *REGIME_AXES] + [a for a in WORKLOAD_AXES if a != "device"] + ["width", "dout", "bias", "checkpoint",
+                                                                                "layer_index"]
+#: what makes a row a model's (an encoder) rather than a layer's, and which layer of a model it is
+MODEL_AXES = ("model", "model_layers", "seq_len", "heads", "layer_index", "checkpoint_sha256")
 #: the axes on which a case of one run is matched with the same case of another (``compare``)
-CASE = [*LAYER_AXES, *WORKLOAD_AXES, "backend", *REGIME_AXES]
+CASE = [*LAYER_AXES, *WORKLOAD_AXES, "backend", *REGIME_AXES, *MODEL_AXES]
 NUMERIC = ["hidden", "depth", "trees", "median_s", "iqr_s", "min_s", "mean_s", "std_s", "ci_low_s", "ci_high_s",
            "n_samples", "flops", "bytes", "gflops", "gbps", "rel_err", "path_agreement", "n_processes"]
 
 
+def _set(v) -> bool:
+    return v is not None and v == v
+
+
 def layer_label(r) -> str:
-    if r["family"] == "ff":
-        return f"FF H={int(r['hidden'])}"
-    return f"FFF {int(r['trees'])}x{int(r['depth'])}"
+    """``FF H=3072``, ``FFF 1x11``; a model layer ``FFF 1x11 L7``; an encoder ``BERT encoder (FF H=3072)``."""
+    label = f"FF H={int(r['hidden'])}" if r["family"] == "ff" else f"FFF {int(r['trees'])}x{int(r['depth'])}"
+    if _set(r.get("model")):
+        name = "BERT" if r["family"] == "ff" else "UltraFastBERT"
+        return f"{name} encoder ({label})"
+    return label + (f" L{int(r['layer_index'])}" if _set(r.get("layer_index")) else "")
+
+
+def layer_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of single layers (not of an encoder): the paper's tables compare layers."""
+    return df[df["model"].isna()] if "model" in df else df
 
 
 @dataclass
@@ -51,6 +67,8 @@ class Runs:
     paths: dict[str, str] = field(default_factory=dict)
     stored_ratios: dict = field(default_factory=dict)
     _ratios: dict = field(default_factory=dict, repr=False)
+    #: routing records (routing.jsonl, :mod:`fffbench.routing`), each with its run's label as ``run``
+    routing: list = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
@@ -128,10 +146,11 @@ def load(*dirs) -> Runs:
 
     if not dirs:
         raise ValueError("no run directory given")
-    frames, envs, paths, ratios = [], {}, {}, {}
+    frames, envs, paths, ratios, routing = [], {}, {}, {}, []
     for d in dirs:
         store = RunStore.open(d)
         stored = store.ratios()
+        route = store.routing()
         for suffix, env, f in machines(store, store.frame(samples=True)):
             name = Path(d).resolve().name + (f"@{suffix}" if suffix else "")
             label, i = name, 2
@@ -143,10 +162,11 @@ def load(*dirs) -> Runs:
             envs[label], paths[label] = env, str(Path(d))
             for r in stored:
                 ratios[(label, r["numerator"], r["denominator"])] = r
+            routing += [r | {"run": label} for r in route]
             f = f.copy()
             f.insert(0, "run", label)
             frames.append(f)
-    return Runs(prepare(pd.concat(frames, ignore_index=True)), envs, paths, ratios)
+    return Runs(prepare(pd.concat(frames, ignore_index=True)), envs, paths, ratios, routing=routing)
 
 
 def legacy_comparisons(suite_yaml: Path) -> list[dict]:
@@ -269,5 +289,6 @@ def geomean(values) -> float:
     return float(np.exp(np.log(v).mean())) if v.size else math.nan
 
 
-__all__ = ["CASE", "GROUP", "Runs", "comparison_pairs", "fastest", "geomean", "groups", "layer_label", "load",
+__all__ = ["CASE", "GROUP", "MODEL_AXES", "Runs", "comparison_pairs", "fastest", "geomean", "groups", "layer_label",
+           "layer_rows", "load",
            "pair", "pick", "prepare", "warm", "where"]

@@ -8,6 +8,8 @@
   can be paired round by round; written as each process finishes, so an interrupted measurement
   resumes from the processes it has;
 - ``ratios.jsonl``: the suite's declared comparisons as paired ratios, with each process's ratio;
+- ``routing.jsonl``: routing statistics of each FFF case's weights and inputs (one record per layer
+  and input, see :mod:`fffbench.routing`), made with the float64 reference, not timed;
 - ``run.json``: the environment record, the command line, the suite file's path and hash, the
   validated comparisons and the measured ceilings (at the start and at the end of the run);
 - ``suite.yaml``: a copy of the suite, so ``--resume RUN_DIR`` needs nothing else;
@@ -38,8 +40,9 @@ from fffbench.vocab import STATUSES
 
 RESULTS, SAMPLES, RATIOS, RUN_JSON, SUITE_COPY = "results.jsonl", "samples.jsonl", "ratios.jsonl", "run.json", \
     "suite.yaml"
+ROUTING = "routing.jsonl"
 MANIFEST, LOCK = "shards.json", ".lock"
-__all__ = ["COLUMNS", "MANIFEST", "RATIOS", "RESULTS", "RUN_JSON", "SAMPLES", "STATUSES", "SUITE_COPY", "RunStore",
+__all__ = ["COLUMNS", "MANIFEST", "RATIOS", "RESULTS", "ROUTING", "RUN_JSON", "SAMPLES", "STATUSES", "SUITE_COPY", "RunStore",
            "StoreBusy", "StoreError", "load_runs", "utc_now"]
 
 #: the columns every row carries, in order; rows of older runs read the newer columns as None
@@ -57,6 +60,11 @@ COLUMNS = (
     # deviation of the logs), samples set aside as disturbed, and the measurement attempt and group
     # whose samples.jsonl lines hold the samples
     "n_processes", "between_cv", "n_set_aside", "attempt", "group",
+    # the real model: the checkpoint a row's weights (or inputs) came from (as resolved, its size and
+    # sha256), the model layer it is, the capture its inputs came from; for an encoder row the model,
+    # its shape and the share of its tokens whose output matched the float64 encoder
+    "checkpoint", "checkpoint_bytes", "checkpoint_sha256", "layer_index", "input_sha256",
+    "model", "seq_len", "model_layers", "heads", "token_agreement",
 )
 SCHEMA_VERSION = 2
 
@@ -193,7 +201,7 @@ class RunStore:
 
     def problems(self) -> list[str]:
         """Every line of this directory's files that could not be read, one sentence each."""
-        return [p for name in (RESULTS, SAMPLES, RATIOS) for p in read_lines(self.path / name).problems]
+        return [p for name in (RESULTS, SAMPLES, RATIOS, ROUTING) for p in read_lines(self.path / name).problems]
 
     def _own_rows(self) -> list[dict]:
         return [r for r in read_lines(self.path / RESULTS).objects if isinstance(r.get("row_id"), str)]
@@ -242,6 +250,14 @@ class RunStore:
             out += shard.ratios()
         return out
 
+    def routing(self) -> list[dict]:
+        """Routing records (:mod:`fffbench.routing`) of this run and its shards, one per key."""
+        out = {r["key"]: r for r in read_lines(self.path / ROUTING).objects if isinstance(r.get("key"), str)}
+        for shard in self.shards():
+            for r in shard.routing():
+                out.setdefault(r["key"], r)
+        return list(out.values())
+
     def _own_frame(self, samples: bool) -> pd.DataFrame:
         """This directory's rows alone, named by the machine of its run.json, with their samples:
         ``samples`` (every kept sample) and ``processes`` (per process: samples and rounds)."""
@@ -285,7 +301,7 @@ class RunStore:
         """Before appending to an existing run: cut torn last lines off, and say what was cut and
         which lines cannot be read (those stay, and are reported again by :meth:`problems`)."""
         notes = []
-        for name in (RESULTS, SAMPLES, RATIOS):
+        for name in (RESULTS, SAMPLES, RATIOS, ROUTING):
             cut = cut_torn_tail(self.path / name)
             if cut:
                 notes.append(f"{name}: cut off a torn last line ({cut} bytes; its row is measured again)")
@@ -300,6 +316,9 @@ class RunStore:
 
     def append_ratio(self, record: dict) -> None:
         append_line(self.path / RATIOS, record)
+
+    def append_routing(self, record: dict) -> None:
+        append_line(self.path / ROUTING, record)
 
     def append(self, row: dict, samples=None) -> None:
         """A row measured in one process, with its samples (written first: a row never exists

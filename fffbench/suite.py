@@ -18,9 +18,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from fffbench import paper
-from fffbench.layers import FF, FFF, INPUT_KINDS
+from fffbench import suite_model as M
+from fffbench.layers import FF, FFF
 from fffbench.paper import Comparison
 from fffbench.registry import backend_names, get_backend
+from fffbench.suite_values import _axis, _bool, _choice, _int, _keys, _num
 from fffbench.timing import RANGES, TimingConfig
 from fffbench.timing.regime import L2_STATES, LAUNCHES
 from fffbench.vocab import DEVICES, DTYPES, ITEMSIZE
@@ -35,71 +37,13 @@ class SuiteError(ValueError):
     """A suite that cannot be run; ``str(e)`` is ``file:line: message``."""
 
 
-_TOP = {"name", "description", "sweep", "ff", "fff", "backends", "timing", "comparisons"}
+_TOP = {"name", "description", "sweep", "ff", "fff", "encoder", "backends", "timing", "comparisons"}
 _SWEEP = {"batch", "width", "dtype", "device", "input", "seed", "threads"}
 _FF = {"hidden", "out_width", "bias"}
-_FFF = {"depth", "trees", "out_width", "bias"}
+_FFF = {"depth", "trees", "out_width", "bias"} | M.FFF_KEYS
 _TIMING = {f.name for f in fields(TimingConfig)}
 _COMPARISON = {"label", "numerator", "denominator", "hidden", "device", "figure"}
 BEST = paper.BEST
-
-
-def _where(path) -> str:
-    return ".".join(str(p) for p in path)
-
-
-def _keys(doc: Doc, value, allowed: set, path: tuple, what: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        doc.fail(path, f"'{_where(path) or what}' must be a mapping of {what} keys, got {type(value).__name__}")
-    for k in value:
-        if k not in allowed:
-            close = difflib.get_close_matches(str(k), sorted(allowed), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            doc.fail(path + (k,), f"unknown key '{k}' in {what}{hint}; expected one of: {', '.join(sorted(allowed))}",
-                     key=True)
-    return value
-
-
-def _int(doc, v, path, lo: int, hi: int | None = None):
-    if isinstance(v, bool) or not isinstance(v, int):
-        doc.fail(path, f"'{_where(path)}' must be an integer >= {lo}, got {v!r}")
-    if v < lo or (hi is not None and v > hi):
-        doc.fail(path, f"'{_where(path)}' must be between {lo} and {hi}, got {v}" if hi is not None
-                 else f"'{_where(path)}' must be >= {lo}, got {v}")
-    return v
-
-
-def _num(doc, v, path, lo: float, hi: float, strict: bool = False):
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        doc.fail(path, f"'{_where(path)}' must be a number, got {v!r}")
-    if not math.isfinite(v) or v < lo or v > hi or (strict and v == lo):
-        doc.fail(path, f"'{_where(path)}' must be a finite number {'>' if strict else '>='} {lo:g} and <= {hi:g}, "
-                       f"got {v!r}")
-    return float(v)
-
-
-def _choice(doc, v, path, choices):
-    if not isinstance(v, (str, int)) or isinstance(v, bool) or v not in choices:
-        doc.fail(path, f"'{_where(path)}' must be one of {', '.join(map(str, choices))}, got {v!r}")
-    return v
-
-
-def _bool(doc, v, path):
-    if not isinstance(v, bool):
-        doc.fail(path, f"'{_where(path)}' must be true or false, got {v!r}")
-    return v
-
-
-def _axis(doc, d: dict, key: str, path: tuple, default, item) -> tuple:
-    """A sweep axis: a scalar or a non-empty list, each element checked by ``item``."""
-    v = d.get(key, default)
-    values = v if isinstance(v, list) else [v]
-    p = path + (key,)
-    if not values:
-        doc.fail(p, f"'{_where(p)}' must not be an empty list")
-    return tuple(item(doc, x, p + ((i,) if isinstance(v, list) else ())) for i, x in enumerate(values))
 
 
 def max_threads() -> int:
@@ -145,6 +89,14 @@ class Case:
     trees: int | None = None
     out_width: int | None = None
     bias: bool = True
+    # the real model (see fffbench.suite_model): the checkpoint the weights (or inputs) come from, the
+    # model layer the case is, and for an encoder case the model and its shape (its layer is the feedforward)
+    checkpoint: str | None = None
+    layer_index: int | None = None
+    model: str | None = None
+    seq_len: int | None = None
+    model_layers: int | None = None
+    heads: int | None = None
 
     @property
     def layer(self):
@@ -157,8 +109,11 @@ class Case:
         shape = f"H{self.hidden}" if self.family == "ff" else f"D{self.depth}K{self.trees}"
         out = f"-o{self.out_width}" if self.out_width else ""
         nb = "" if self.bias else "-nobias"
+        model = "" if not self.model else f"-{self.model}{self.model_layers}-S{self.seq_len}-h{self.heads}"
+        index = "" if self.layer_index is None else f"-L{self.layer_index}"
+        ckpt = "" if not self.checkpoint else f"-ckpt:{Path(self.checkpoint).name or self.checkpoint}"
         return (f"{self.family}-d{self.width}-{shape}{out}{nb}-B{self.batch}-{self.dtype}-{self.device}"
-                f"-{self.input}-s{self.seed}-t{self.threads}")
+                f"-{self.input}-s{self.seed}-t{self.threads}{model}{index}{ckpt}")
 
     def thread_count(self, all_cpus: int) -> int:
         return all_cpus if self.threads == "all" else int(self.threads)
@@ -166,6 +121,11 @@ class Case:
     def memory_bytes(self) -> dict[str, float]:
         """What the harness holds for this case (float32 weights and their float64 copy for the
         reference, input, the reference output and its temporaries), by part, in bytes."""
+        if self.model:
+            from fffbench.encoder import EncoderSpec
+
+            spec = EncoderSpec(self.width, self.heads, self.model_layers, self.seq_len, 32768)
+            return spec.memory_bytes(self.batch, self.layer)
         dout = self.out_width or self.width
         if self.family == "ff":
             weights = float(self.hidden) * (self.width + 1 + dout)
@@ -188,6 +148,7 @@ class Suite:
     timing: TimingConfig
     comparisons: tuple[Comparison, ...] = ()
     description: str = ""
+    encoder_backends: tuple[str, ...] | None = None
 
     @property
     def sha256(self) -> str:
@@ -195,6 +156,11 @@ class Suite:
 
     def backends_for(self, family: str) -> list[str]:
         return [b for b in self.backends if get_backend(b).family == family]
+
+    def backends_for_case(self, case: Case) -> list[str]:
+        """The backends of a case's family; for an encoder case, those of ``encoder.backends``."""
+        chosen = self.encoder_backends if case.model and self.encoder_backends else self.backends
+        return [b for b in chosen if get_backend(b).family == case.family]
 
 
 def load_suite(path, max_cases: int = MAX_CASES) -> Suite:
@@ -237,23 +203,33 @@ def _parse(doc: Doc, max_cases: int) -> Suite:
         "batch": _axis(doc, sw, "batch", p, 16384, lambda d, v, q: _int(d, v, q, 1, 1 << 40)),
         "dtype": _axis(doc, sw, "dtype", p, "float32", lambda d, v, q: _choice(d, v, q, DTYPES)),
         "device": _axis(doc, sw, "device", p, "cpu", lambda d, v, q: _choice(d, v, q, DEVICES)),
-        "input": _axis(doc, sw, "input", p, "gaussian", lambda d, v, q: _choice(d, v, q, INPUT_KINDS)),
+        "input": _axis(doc, sw, "input", p, "gaussian", M.input_choice),
         "seed": _axis(doc, sw, "seed", p, 0, lambda d, v, q: _int(d, v, q, 0, 2 ** 63 - 1)),
         "threads": _axis(doc, sw, "threads", p, "all",
                          lambda d, v, q: "all" if v == "all" else _int(d, v, q, 1, top_threads)),
     }
-    layers = _layers(doc, top, {get_backend(b).family for b in backends})
-    n = len(layers) * math.prod(len(v) for v in axes.values())
+    layers, src = _layers(doc, top, {get_backend(b).family for b in backends}, axes["width"] if "width" in sw else None)
+    axes["width"] = M.width_of(src, axes["width"])
+    M.check_inputs(doc, axes["input"], src)
+    section = (M.encoder_section(doc, top["encoder"], src, axes["width"], axes["batch"], backends)
+               if "encoder" in top else None)
+    encoders = M.encoder_layers(layers, section) if section else []
+    model_axes = {k: (M.ENCODER_INPUT,) if k == "input" else v for k, v in axes.items()}
+    n = len(layers) * math.prod(len(v) for v in axes.values()) + len(encoders) * math.prod(
+        len(v) for v in model_axes.values())
     if n > max_cases:
         doc.fail(("sweep",), f"the sweep has {n:,} cases (layers x {' x '.join(axes)}); at most {max_cases:,} "
                              "are run (raise the limit with --max-cases)")
     names = list(axes)
     cases = tuple(Case(**dict(zip(names, combo)), **lay) for lay, *combo in
                   itertools.product([lay for lay, _ in layers], *axes.values()))
-    _check_memory(doc, cases, {id(c): where for c in cases for lay, where in layers if _same_layer(c, lay)})
+    cases += tuple(Case(**dict(zip(names, combo)), **lay) for lay, *combo in
+                   itertools.product([lay for lay, _ in encoders], *model_axes.values()))
+    _check_memory(doc, cases, {id(c): where for c in cases for lay, where in layers + encoders if _same_layer(c, lay)})
     return Suite(name=name, path=doc.path, text=doc.text, backends=backends, cases=cases,
                  timing=_timing(doc, top.get("timing")), comparisons=_comparisons(doc, top, backends),
-                 description=str(top.get("description", "")))
+                 description=str(top.get("description", "")),
+                 encoder_backends=section.backends if section else None)
 
 
 def _backends(doc, backends) -> tuple[str, ...]:
@@ -268,29 +244,49 @@ def _backends(doc, backends) -> tuple[str, ...]:
     return tuple(dict.fromkeys(backends))
 
 
-def _layers(doc, top, families) -> list[tuple[dict, tuple]]:
-    """(layer fields, where in the document) for every layer the suite defines."""
-    layers = []
+def _layers(doc, top, families, widths=None) -> tuple[list[tuple[dict, tuple]], M.Source | None]:
+    """(layer fields, where in the document) for every layer the suite defines, and the source of
+    its FFF layers when they are a checkpoint's (FF layers are then crossed with its layer indices)."""
+    layers, src = [], None
     for fam, allowed in (("ff", _FF), ("fff", _FFF)):
         spec = _keys(doc, top.get(fam), allowed, (fam,), fam)
         if fam in families and fam not in top:
             doc.fail((), f"the suite runs {fam.upper()} backends but has no '{fam}' section")
         if fam not in top:
             continue
-        q = (fam,)
-        out_width = spec.get("out_width")
-        if out_width is not None:
-            _int(doc, out_width, q + ("out_width",), 1, 1 << 30)
-        bias = _bool(doc, spec.get("bias", True), q + ("bias",))
-        if fam == "ff":
-            for h in _axis(doc, spec, "hidden", q, 3072, lambda d, v, r: _int(d, v, r, 1, 1 << 40)):
-                layers.append((dict(family="ff", hidden=h, out_width=out_width, bias=bias), q + ("hidden",)))
+        if fam == "fff" and ("checkpoint" in spec or "layer" in spec):
+            if "checkpoint" not in spec:
+                doc.fail((fam, "layer"), "'fff.layer' needs 'fff.checkpoint' (a path, or auto)")
+            if widths is not None and len(set(widths)) > 1:
+                doc.fail(("sweep", "width"), "'sweep.width' must be one width with a checkpoint (it comes from it)")
+            fff, src = M.fff_layers(doc, spec, (fam,), widths[0] if widths else None)
+            layers += fff
         else:
-            depths = _axis(doc, spec, "depth", q, 11, lambda d, v, r: _int(d, v, r, 0, 40))
-            trees = _axis(doc, spec, "trees", q, 1, lambda d, v, r: _int(d, v, r, 1, 1 << 20))
-            for dp, t in itertools.product(depths, trees):
-                layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias),
-                               q + ("depth",)))
+            layers += _plain_layers(doc, fam, spec)
+    if src is not None:  # each FF layer is the dense baseline of every model layer, on its inputs
+        layers = [(dict(lay, checkpoint=src.checkpoint, layer_index=i), where) for lay, where in layers
+                  if lay["family"] == "ff" for i in src.layers] + [lw for lw in layers if lw[0]["family"] == "fff"]
+    return layers, src
+
+
+def _plain_layers(doc, fam: str, spec: dict) -> list[tuple[dict, tuple]]:
+    """FF widths, or FFF depth x trees (or ``shape`` pairs), with random weights."""
+    q, layers = (fam,), []
+    out_width = spec.get("out_width")
+    if out_width is not None:
+        _int(doc, out_width, q + ("out_width",), 1, 1 << 30)
+    bias = _bool(doc, spec.get("bias", True), q + ("bias",))
+    if fam == "ff":
+        for h in _axis(doc, spec, "hidden", q, 3072, lambda d, v, r: _int(d, v, r, 1, 1 << 40)):
+            layers.append((dict(family="ff", hidden=h, out_width=out_width, bias=bias), q + ("hidden",)))
+    elif "shape" in spec:
+        for dp, t in M.shapes(doc, spec, q):
+            layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias), q + ("shape",)))
+    else:
+        depths = _axis(doc, spec, "depth", q, 11, lambda d, v, r: _int(d, v, r, 0, 40))
+        trees = _axis(doc, spec, "trees", q, 1, lambda d, v, r: _int(d, v, r, 1, 1 << 20))
+        for dp, t in itertools.product(depths, trees):
+            layers.append((dict(family="fff", depth=dp, trees=t, out_width=out_width, bias=bias), q + ("depth",)))
     return layers
 
 

@@ -70,17 +70,18 @@ class _Data:
     """The group's input (one workload: the same rows for every member) and each layer's weights."""
 
     def __init__(self):
-        self.x, self.weights = None, {}
+        self.x, self.weights = {}, {}
 
     def of(self, case):
-        from fffbench.casedata import input_of, weights_of
+        from fffbench.casedata import input_key, input_of, weights_key, weights_of
 
-        if self.x is None:
-            self.x = input_of(case)
-        key = (repr(case.layer), case.seed)
-        if key not in self.weights:
-            self.weights[key] = weights_of(case)
-        return self.x, self.weights[key]
+        key = input_key(case)
+        if key not in self.x:
+            self.x[key] = input_of(case)
+        wkey = weights_key(case)
+        if wkey not in self.weights:
+            self.weights[wkey] = weights_of(case)
+        return self.x[key], self.weights[wkey]
 
 
 def _failed(emit, key: str, e: Exception) -> None:
@@ -94,9 +95,7 @@ def _failed(emit, key: str, e: Exception) -> None:
 def _member(m: dict, data: _Data, cfg, threads: int, emit):
     """Build, first call, gate (when asked), warm-up: the member's sampler, or None when it is
     finished here (wrong, skipped or failed; the events say which)."""
-    from fffbench.casedata import load_reference
-    from fffbench.correctness import check_output
-    from fffbench.registry import get_backend
+    from fffbench.members import build, check
     from fffbench.suite import Case
     from fffbench.timing import sampler_module
     from fffbench.timing.regime import Regime
@@ -104,8 +103,7 @@ def _member(m: dict, data: _Data, cfg, threads: int, emit):
     key, case = m["key"], Case(**m["case"])
     emit("begin", key=key, phase="build")
     x, weights = data.of(case)
-    kernel = get_backend(m["backend"]).build(case.layer, weights, device=case.device, dtype=case.dtype,
-                                             threads=threads)
+    kernel = build(case, m["backend"], weights, threads)
     if "torch" in sys.modules:  # a torch backend: its intra-op pool follows the case too
         sys.modules["torch"].set_num_threads(threads)
     xn = kernel.prepare(x)
@@ -117,9 +115,10 @@ def _member(m: dict, data: _Data, cfg, threads: int, emit):
     emit("built", key=key, impl=kernel.describe(), first_s=first_s)
     if m.get("reference"):
         emit("begin", key=key, phase="gate")
-        chk = check_output(kernel.to_numpy(y), load_reference(m["reference"], case.width), case.dtype, case.family)
+        chk = check(case, kernel, y, m["reference"])
         emit("gate", key=key, passed=chk.passed, reason=chk.reason, rel_err=chk.rel_err, max_row_err=chk.max_row_err,
-             path_agreement=chk.path_agreement, decisive_frac=chk.decisive_frac)
+             path_agreement=chk.path_agreement, decisive_frac=chk.decisive_frac,
+             token_agreement=getattr(chk, "token_agreement", None))
         if not chk.passed:
             return None
     del y

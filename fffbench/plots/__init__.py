@@ -1,6 +1,6 @@
 """Figures from stored runs: the 78x/40x speedup comparison (:mod:`.speedups`), cost growth against
-the number of neurons and speedup against batch size (:mod:`.scaling`), and ``compare``'s ratios
-(:mod:`.compare`).
+the number of neurons and speedup against batch size (:mod:`.scaling`), ``compare``'s ratios
+(:mod:`.compare`), and the routing of a model's layers (:mod:`.routing`).
 
 Each figure has a ``*_data`` function (a DataFrame of exactly what is drawn, computed from
 :mod:`fffbench.report`) and a ``plot_*`` function returning ``(Figure, data)``, so tests check the
@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 
 from fffbench.plots.compare import plot_compare
+from fffbench.plots.routing import plot_routing, routing_data
 from fffbench.plots.scaling import batch_data, plot_batch, plot_scaling, scaling_data
 from fffbench.plots.speedups import headline, plot_speedups, speedup_data
 from fffbench.plots.style import MAX_WIDTH_IN, STYLE
@@ -25,6 +26,8 @@ DPI = 150
 matplotlib.rcParams["svg.hashsalt"] = "fffbench"
 #: every figure of a report, by file stem
 PLOTS = {"speedups": plot_speedups, "scaling": plot_scaling, "batch": plot_batch}
+#: figures of runs with a model's layers (routing records), written only for those
+MODEL_PLOTS = {"routing": plot_routing}
 
 
 def save(fig, out, stem: str) -> list[Path]:
@@ -45,8 +48,10 @@ def write_plots(runs, out) -> list[Path]:
     levels, best = R.level_table(runs), R.best_table(runs)
     figs = {"speedups": plot_speedups(runs, speedup_data(runs, levels, best))[0],
             "scaling": plot_scaling(runs)[0], "batch": plot_batch(runs, batch_data(runs, best))[0]}
+    if runs.routing:  # the real model's layers: where their rows go
+        figs["routing"] = plot_routing(runs)[0]
     return [p for stem, fig in figs.items() for p in save(fig, out, stem)]
 
 
-__all__ = ["MAX_WIDTH_IN", "PLOTS", "STYLE", "batch_data", "headline", "plot_batch", "plot_compare", "plot_scaling",
-           "plot_speedups", "save", "scaling_data", "speedup_data", "write_plots"]
+__all__ = ["MAX_WIDTH_IN", "MODEL_PLOTS", "PLOTS", "STYLE", "batch_data", "headline", "plot_batch", "plot_compare", "plot_scaling",
+           "plot_routing", "plot_speedups", "routing_data", "save", "scaling_data", "speedup_data", "write_plots"]

@@ -7,7 +7,7 @@ from matplotlib.lines import Line2D
 
 from fffbench.plots.speedups import headline, matched, select
 from fffbench.plots.style import COLORS, RUN_STYLES, STYLE, empty, int_ticks, title, width, yerr
-from fffbench.runs import Runs, layer_label, warm
+from fffbench.runs import Runs, layer_label, layer_rows, warm
 from fffbench.timing.stats import median_ci
 from fffbench.vocab import DEVICES, device_name
 
@@ -17,7 +17,7 @@ def scaling_data(runs: Runs) -> pd.DataFrame:
     nodes) for every backend, device and batch of each run's headline setting."""
     out = []
     for run in runs.labels:
-        df = runs.df[runs.df["run"] == run]
+        df = layer_rows(runs.df[runs.df["run"] == run])
         key = headline(df)
         if not key:
             continue
@@ -95,7 +95,7 @@ def batch_data(runs: Runs, best: pd.DataFrame | None = None) -> pd.DataFrame:
     best = R.best_table(runs) if best is None else best
     out = []
     for run in runs.labels:
-        key = headline(runs.df[runs.df["run"] == run])
+        key = headline(layer_rows(runs.df[runs.df["run"] == run]))
         bt = select(best, run, key)
         for device, c in (bt.groupby("device", sort=False) if len(bt) else []):
             h = matched(c, "ff_hidden", key)

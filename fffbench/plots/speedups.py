@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from fffbench.plots.style import COLORS, STYLE, closest, empty, title, width, yerr
-from fffbench.runs import Runs, warm
+from fffbench.runs import Runs, layer_rows, warm
 from fffbench.vocab import device_name
 
 
@@ -60,7 +60,7 @@ def speedup_data(runs: Runs, levels: pd.DataFrame | None = None, best: pd.DataFr
     best = R.best_table(runs) if best is None else best
     out = []
     for run in runs.labels:
-        key = headline(runs.df[runs.df["run"] == run])
+        key = headline(layer_rows(runs.df[runs.df["run"] == run]))
         lv, bt = select(levels, run, key), select(best, run, key)
         if lv.empty:
             continue

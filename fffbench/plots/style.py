@@ -13,6 +13,7 @@ STYLE = {
     "roofline": {"color": "0.35", "linestyle": ":", "linewidth": 2.0},      # roofline limit
     "unity": {"color": "0.3", "linestyle": "-", "linewidth": 0.8},          # 1x: no speedup
     "paper": {"marker": "*", "markersize": 14, "markeredgecolor": "k", "linestyle": "none"},
+    "uniform": {"color": "0.45", "linestyle": "-.", "linewidth": 1.2},   # uniform (random) routing
 }
 RUN_STYLES = ["-", (0, (5, 2)), (0, (1, 1.5)), "-."]  # line style per run where runs share axes
 #: figures stay within 1600 px at 150 dpi

@@ -54,12 +54,13 @@ def estimate_s(suite: Suite, index: int, rows: int) -> float:
     """Rough seconds a case takes, from its FLOPs and bytes: per row and worker process its first
     call, warm-up and budget (or its share of ``min_reps`` calls if longer), each process's start,
     and the work that grows with the batch (inputs, the float64 reference)."""
+    from fffbench.casedata import work_of
     from fffbench.vocab import ITEMSIZE
 
     c, t = suite.cases[index], suite.timing
     dev = c.device if c.device in NOMINAL_RATE else "cpu"
-    call = max(c.layer.flops(c.batch) / NOMINAL_RATE[dev],
-               c.layer.compulsory_bytes(c.batch, ITEMSIZE[c.dtype]) / NOMINAL_BANDWIDTH[dev])
+    flops, nbytes = work_of(c, ITEMSIZE[c.dtype])  # an encoder case: all its layers, not one
+    call = max(flops / NOMINAL_RATE[dev], nbytes / NOMINAL_BANDWIDTH[dev])
     procs = t.min_processes(c.device)
     per_process = t.warmup_s + call + max(t.budget_s, -(-t.min_reps // procs) * call)
     return rows * procs * per_process + procs * PROCESS_S[dev] + PER_BATCH_ROW_S * c.batch
