@@ -345,16 +345,10 @@ class Activations:
     def rows(self, i: int, n: int, width: int) -> np.ndarray:
         self.check(i, n, width)
         name = ACTIVATION.format(i=i)
-        dtype = self.tensors.info(name)[0]
         try:
-            raw = self.tensors.raw(name)[:n]
+            return self.tensors.rows(name, n)
         except TensorFileError as e:
             raise CheckpointError(str(e)) from None
-        out = (raw.astype(np.uint32) << np.uint32(16)).view(np.float32) if dtype == "BF16" else \
-            np.array(raw, dtype=np.float32)
-        if not np.isfinite(out).all():
-            raise CheckpointError(f"{self.path}: {name}: NaN or infinite values")
-        return out
 
 
 def load_activations(path) -> Activations:

@@ -140,11 +140,11 @@ def test_broken_files_and_configs(folder, tmp_path):
     (trunc / "config.json").write_text((folder / "config.json").read_text())
     data = (folder / "model.safetensors").read_bytes()
     (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="past the end of the file") as e:
+    with pytest.raises(CheckpointError, match="model.safetensors: not a safetensors file, or a truncated one") as e:
         fb.load_checkpoint(trunc)
     _one_line(e)
     (trunc / "model.safetensors").write_bytes(b"\xff" * 64)
-    with pytest.raises(CheckpointError, match="header length"):
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
         fb.load_checkpoint(trunc)
     (trunc / "model.safetensors").write_bytes(data)
     (trunc / "config.json").write_text("{not json")
