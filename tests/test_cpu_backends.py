@@ -13,7 +13,8 @@ from fffbench.correctness import Reference, check_output
 
 MINE = ["ff-c-l1", "ff-c-l2", "ff-c-l3", "ff-c-l3-alloc", "fff-c-l1", "fff-c-l2", "fff-c-opt",
         "ff-numba-l1", "ff-numba-l2", "ff-numba-l3", "fff-numba-l1", "fff-numba-l2", "fff-numba-opt"]
-FFF_SHAPES = [fb.FFF(width=100, depth=0), fb.FFF(width=100, depth=5, trees=3),
+# 16x4: more nodes per row (trees x levels = 80) than fff-c-opt's small-batch path keeps on its stack
+FFF_SHAPES = [fb.FFF(width=100, depth=0), fb.FFF(width=100, depth=5, trees=3), fb.FFF(width=100, depth=4, trees=16),
               fb.FFF(width=100, depth=5, out_width=37, bias=False)]
 FF_SHAPES = [fb.FF(width=100, hidden=37), fb.FF(width=100, hidden=64, out_width=21, bias=False)]
 

@@ -196,6 +196,9 @@ class Plan(ctypes.Structure):
 
 #: B <= SMALL takes fff_opt_small: no scratch, no per-call allocation, one thread below mt_rows
 SMALL = 64
+#: fff_opt_small keeps a row's nodes and activations on the stack, room for this many (WALK_STACK in
+#: fffc_opt_impl.h); layers with more (trees x levels) take the walk with scratch at every batch
+WALK_STACK = 64
 #: parameters of fff-c-opt, the start of the search: bucket (S: phase-1 levels, R: tile rows, blk:
 #: levels per pass over x, pfd: prefetch distance in tiles, nt: streaming stores of y, unit: rows per
 #: phase-2 work unit, 0 a whole subtree: how many threads may share a subtree; dyn: units handed out
@@ -224,6 +227,7 @@ class OptKernel(CKernel):
         self._small, self._noop = lib.fff_opt_small, lib.fffc_noop
         self._walk, self._bucket = lib.fff_opt_walk, lib.fff_opt_bucket
         self._small_y: dict[int, np.ndarray] = {}
+        self._small_ok = layer.trees * layer.levels <= WALK_STACK
         self.params = dict(DEFAULTS, S=min(choose_top_levels(layer.depth, layer.width, layer.dout), layer.depth))
         super().__init__(None, layer.dout, threads, scratch=self._scratch_for, bf16=bf16, uses_blas=False)
         note = self._tune(params)
@@ -270,7 +274,7 @@ class OptKernel(CKernel):
             self._small(self._pp, xp, small[1], small[2])
             return small[0]
         B = len(x)
-        if B <= SMALL:
+        if B <= SMALL and self._small_ok:
             y = prepared(zeros_resident((B, self.out_width), self.out_dtype))
             self._small_y[B] = (y, y.cptr, B)
             return self.run(x)
@@ -278,7 +282,7 @@ class OptKernel(CKernel):
 
     def _run(self, x, y, s):
         B = x.shape[0]
-        if B <= SMALL:
+        if B <= SMALL and self._small_ok:
             self._small(self._pp, cptr(x), cptr(y), B)
             return
         nid, act, more = s
@@ -293,8 +297,8 @@ class OptKernel(CKernel):
         through run() itself with the kernel swapped for a no-op taking the same arguments (median
         of five batches of calls)."""
         x = prepared(zeros_resident((1, self.layer.width), self.out_dtype))
-        kernel, ts = self._small, []
-        self._small = self._noop
+        kernel, walk, ts = self._small, self._walk, []
+        self._small = self._walk = self._noop  # the no-op ignores the walk's two extra arguments
         try:
             self.run(x)
             for _ in range(5):
@@ -303,7 +307,7 @@ class OptKernel(CKernel):
                     self.run(x)
                 ts.append((time.perf_counter() - t0) / calls)
         finally:
-            self._small = kernel
+            self._small, self._walk = kernel, walk
         return float(np.median(ts)) * 1e6
 
     # -- tuning
@@ -357,7 +361,8 @@ class OptKernel(CKernel):
                 t = {}
                 for m in (SMALL + 1, 0):
                     self.plan.mt_rows = m
-                    t[m] = timed_min(lambda xs=xs, ys=ys: self._run(xs, ys, None), calls=200)
+                    s = None if self._small_ok else self._scratch_for(n)
+                    t[m] = timed_min(lambda xs=xs, ys=ys, s=s: self._run(xs, ys, s), calls=200)
                 if t[0] < 0.9 * t[SMALL + 1]:
                     mt = n
                     break
