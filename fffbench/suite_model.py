@@ -25,7 +25,7 @@ from fffbench.checkpoint import ENV, PUBLISHED, CheckpointError, load_checkpoint
 from fffbench.encoder import MODEL, TOKENS
 from fffbench.layers import INPUT_KINDS
 from fffbench.stfile import resolve
-from fffbench.suite_values import _keys, _where
+from fffbench.suite_values import _axis, _keys, _where
 
 FFF_KEYS = {"checkpoint", "layer", "shape"}
 ENCODER_KEYS = {"seq_len", "layers", "heads", "backends"}
@@ -55,21 +55,23 @@ def shapes(doc, spec: dict, q: tuple) -> list[tuple[int, int]]:
     for k in ("depth", "trees", "checkpoint", "layer"):
         if k in spec:
             doc.fail(q + (k,), f"'fff.{k}' and 'fff.shape' exclude each other: a shape is trees x depth")
-    v = spec["shape"]
-    items = v if isinstance(v, list) else [v]
-    if not items:
-        doc.fail(q + ("shape",), "'fff.shape' must not be an empty list")
-    out = []
-    for i, s in enumerate(items):
-        p = q + ("shape",) + ((i,) if isinstance(v, list) else ())
+
+    def one(doc, s, p):
         m = _SHAPE.match(s) if isinstance(s, str) else None
         if not m or int(m.group(1)) < 1 or int(m.group(2)) > 40:
             doc.fail(p, f"'{_where(p)}' must be TREESxDEPTH such as 1x11 (trees >= 1, depth <= 40), got {s!r}")
-        pair = (int(m.group(2)), int(m.group(1)))
-        if pair in out:
-            doc.fail(p, f"shape {s!r} appears twice")
-        out.append(pair)
-    return out
+        return int(m.group(2)), int(m.group(1))
+
+    pairs = _axis(doc, spec, "shape", q, None, one)
+    _once_each(doc, spec, q, "shape", pairs, lambda s: f"shape {s!r}")
+    return list(pairs)
+
+
+def _once_each(doc, spec: dict, q: tuple, key: str, values: tuple, name) -> None:
+    """Refuse a list under ``key`` that names one value twice (at the second occurrence)."""
+    for i, x in enumerate(values):
+        if x in values[:i]:
+            doc.fail(q + (key, i), f"{name(spec[key][i])} appears twice")
 
 
 def _resolve_checkpoint(doc, spec: dict, q: tuple) -> str | None:
@@ -108,20 +110,17 @@ def _layer_list(doc, spec, q, num_layers: int, known: bool) -> tuple[int, ...]:
     v = spec.get("layer", "all")
     if v == "all":
         return tuple(range(num_layers))
-    items = v if isinstance(v, list) else [v]
-    if not items:
-        doc.fail(q + ("layer",), "'fff.layer' must not be an empty list")
-    out = []
-    for i, x in enumerate(items):
-        p = q + ("layer",) + ((i,) if isinstance(v, list) else ())
+
+    def one(doc, x, p):
         if isinstance(x, bool) or not isinstance(x, int) or x < 0:
             doc.fail(p, f"'{_where(p)}' must be a layer index >= 0 or 'all', got {x!r}")
         if known and x >= num_layers:
             doc.fail(p, f"layer {x} does not exist: the model has layers 0 to {num_layers - 1}")
-        if x in out:
-            doc.fail(p, f"layer {x} appears twice")
-        out.append(x)
-    return tuple(out)
+        return x
+
+    layers = _axis(doc, spec, "layer", q, None, one)
+    _once_each(doc, spec, q, "layer", layers, lambda x: f"layer {x}")
+    return layers
 
 
 def fff_layers(doc, spec: dict, q: tuple, width_axis) -> tuple[list[tuple[dict, tuple]], Source]:
