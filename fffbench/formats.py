@@ -17,8 +17,8 @@ def _title(runs: Runs) -> str:
 
 
 INTRO = ("Speedups are FF time / FFF time: paired ratios (both rows timed together, round by round, in several "
-         "fresh worker processes) with a 95% interval over the processes; summaries are geometric means. Only correct "
-         "(status ok) rows are compared.")
+         "fresh worker processes) with a 95% re-run interval over the processes (where a second run of as many "
+         "processes lands 95% of the time); summaries are geometric means. Only correct (status ok) rows are compared.")
 
 
 def to_markdown(runs: Runs, secs: list[Section], figures=()) -> str:

@@ -71,6 +71,7 @@ class GroupMeasurement:
         self.on_final = on_final or (lambda m: None)
         self.attempt = attempt or uuid.uuid4().hex[:12]
         self.next_process = done_processes
+        self.last_cost: float | None = None  # seconds the last finished process took
 
     @property
     def active(self) -> list[Member]:
@@ -217,21 +218,29 @@ class GroupMeasurement:
         lines = self.active[0].processes if self.active else []
         return sum(1 for p in lines if not p.get("disturbed"))
 
-    def run(self) -> None:
-        """Processes until ``least`` clean ones are in and every interval is within the target (or one
-        more process would cost too much), at most ``most`` clean ones; disturbed processes are
-        replaced, up to half as many again."""
+    def wants_more(self) -> bool:
+        """Whether another process should run: fewer than ``least`` clean ones are in, or an
+        interval is still wider than the target and the last process cost at most ``max_process_s``;
+        never beyond ``most`` clean ones, and disturbed processes are replaced up to half as many
+        again."""
         t = self.timing
         least, most = t.min_processes(self.device), t.most_processes(self.device)
-        cap = most + max(3, most // 2)
-        while self.active and self.next_process < cap and self.clean_processes() < most:
-            started = time.time()
-            if not self._run_process(gate=self.next_process == 0 and not any(m.processes for m in self.active)):
-                continue
-            cost = time.time() - started
-            if self.clean_processes() >= least and (max(self.widths(), default=0.0) <= t.target_ci
-                                                    or cost > t.max_process_s):
-                break
+        if not self.active or self.next_process >= most + max(3, most // 2) or self.clean_processes() >= most:
+            return False
+        if self.last_cost is None or self.clean_processes() < least:
+            return True
+        return max(self.widths(), default=0.0) > t.target_ci and self.last_cost <= t.max_process_s
+
+    def step(self) -> None:
+        """One more process (the first one also gates)."""
+        started = time.time()
+        ok = self._run_process(gate=self.next_process == 0 and not any(m.processes for m in self.active))
+        self.last_cost = time.time() - started if ok else None
+
+    def run(self) -> None:
+        """Processes until :meth:`wants_more` says stop, one after another."""
+        while self.wants_more():
+            self.step()
 
 
 def _crash_reason(status: int, current: dict | None, tail: str) -> str:
@@ -274,5 +283,5 @@ def ratio_record(label: str, num: Member, den: Member, attempt: str, figure: str
     return {"ratio_id": f"{label}|{num.task.row_id}|{den.task.row_id}", "label": label, "figure": figure,
             "numerator": num.task.row_id, "denominator": den.task.row_id, "attempt": attempt,
             "group": num.row.get("group"), "ratio": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-            "n_pairs": r["n_pairs"], "n_processes": r["n_processes"],
-            "per_process": [r["per_process"][p] for p in sorted(r["per_process"])], "paired": True}
+            "n_pairs": r["n_pairs"], "n_processes": r["n_processes"], "interval": r["interval"],
+            "mean_ci": r["mean_ci"], "per_process": [r["per_process"][p] for p in sorted(r["per_process"])], "paired": True}

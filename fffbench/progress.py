@@ -73,6 +73,17 @@ class Progress:
         """Said even without progress: e.g. what resuming cut off a torn file."""
         self._line(f"note: {text}")
 
+    def processes(self, done: int, planned: int) -> None:
+        """A worker process finished; ``planned`` is how many the run needs at least. Groups take
+        turns, so rows are stored near the end: until then the ETA comes from the processes."""
+        if not self.enabled:
+            return
+        eta = (time.time() - self.t0) / done * max(planned - done, 0) if done else float("nan")
+        if self.bar is not None:
+            self.bar.update(self.job, description=f"process {done}/{planned}+", eta=duration(eta))
+        elif done == planned or done % 10 == 0:
+            self._line(f"[process {done}/{planned}+] (ETA {duration(eta)})")
+
     def block(self, ev: dict) -> None:
         if self.bar is not None:
             self.bar.update(self.job, description=f"measuring (round {ev.get('round', 0) + 1})")

@@ -1,19 +1,26 @@
 """The runner: suite -> tasks (one per stored row) -> groups -> measured rows in the store.
 
-A *task* is one (case, backend, regime): one row. Tasks of one workload and regime form a
-*group*, measured together in worker processes (:mod:`fffbench.measure`), so that every ratio a
-table shows between two of its rows is paired. Per group: backends that cannot run here become
-``skipped`` rows; the float64 reference of each case is made once (and cached on disk for the
-workers); then the group is measured, each finished row stored at once, and the suite's declared
-comparisons within the group stored as paired ratios. An interrupted run keeps every stored row
-and every journalled process; ``resume`` measures only what is missing.
+A *task* is one (case, backend, regime): one row. Tasks of one workload form a *group*, every
+timing regime of it included, measured together in worker processes (:mod:`fffbench.measure`),
+so that every ratio a table shows between two of its rows is paired, and a GPU workload pays its
+CUDA context once per process rather than once per regime. Per group: backends that cannot run
+here become ``skipped`` rows; the float64 reference of each case is made before the group's first
+process (which gates) and dropped after it.
+
+Groups take turns: each sweep gives every unfinished group one more worker process, so the
+processes of every group are spread over the whole run, not bunched into its own few minutes.
+What drifts over the run (another tenant, the host's memory bandwidth) then enters every group's
+spread between processes, and so its interval, instead of shifting one group against the next.
+When a group needs no more processes its rows are stored, with the suite's declared comparisons
+within it as paired ratios. An interrupted run keeps every stored row and every journalled
+process; ``resume`` measures only what is missing.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from fffbench import casedata
 from fffbench.casedata import ReferenceCache
@@ -47,12 +54,12 @@ def plan(suite: Suite) -> list[Task]:
 
 
 def group_key(task: Task) -> str:
-    """The workload and regime a task shares with the rows it is compared with. Encoder cases form
-    groups of their own (a BERT and an UltraFastBERT encoder of one shape are paired); a layer's own
-    inputs (norm2, a capture) make each model layer a workload of its own."""
+    """The workload a task shares with the rows it is compared with (every regime of it: rows are
+    paired within a regime, see :meth:`Runner._pairs`). Encoder cases form groups of their own (a
+    BERT and an UltraFastBERT encoder of one shape are paired); a layer's own inputs (norm2, a
+    capture) make each model layer a workload of its own."""
     c = task.case
-    key = (f"{c.device}-{c.dtype}-B{c.batch}-d{c.width}-{c.input}-s{c.seed}-t{c.threads}-"
-           f"{task.regime.key.replace('/', '-')}")
+    key = f"{c.device}-{c.dtype}-B{c.batch}-d{c.width}-{c.input}-s{c.seed}-t{c.threads}"
     tag = f"-{hashlib.sha256(c.checkpoint.encode()).hexdigest()[:8]}" if c.checkpoint else ""
     if c.model:
         return key + f"-{c.model}{c.model_layers}-S{c.seq_len}-h{c.heads}{tag}"
@@ -106,18 +113,30 @@ class Runner:
             self.progress.row(row)
 
     def run(self, tasks: list[Task]) -> int:
-        """Measure every task of ``tasks`` (all pending); returns the rows stored."""
-        by_group = groups(tasks)
-        remaining = {}
-        for gtasks in by_group.values():
-            for t in gtasks:
-                remaining[id(t.case)] = remaining.get(id(t.case), 0) + 1
-        for key, gtasks in by_group.items():
-            self._group(key, gtasks)
-            for t in gtasks:
-                remaining[id(t.case)] -= 1
-                if remaining[id(t.case)] == 0:
-                    self.refs.discard(t.case)
+        """Measure every task of ``tasks`` (all pending); returns the rows stored. Groups take turns,
+        except in a sharded run, where each group holds its device for its whole measurement so
+        that the shards' measurements on one device never interleave."""
+        pending = [g for g in (self._open(key, gtasks) for key, gtasks in groups(tasks).items()) if g is not None]
+        if self.placement is not None:
+            for g in pending:
+                self._prepare(g)
+                with self._held("hold", g.device):
+                    while g.gm.wants_more():
+                        self._step(g, held=True)
+                self._close(g)
+            return self.stored
+        planned = sum(g.gm.timing.min_processes(g.device) for g in pending)
+        done = 0
+        while pending:
+            for g in list(pending):
+                if g.gm.wants_more():
+                    self._step(g)
+                    done += 1
+                    if self.progress:
+                        self.progress.processes(done, max(planned, done + len(pending) - 1))
+                if not g.gm.wants_more():  # stored as soon as it is complete
+                    pending.remove(g)
+                    self._close(g)
         return self.stored
 
     def _members(self, tasks: list[Task], threads: int) -> list[Member]:
@@ -135,41 +154,65 @@ class Runner:
             members.append(Member(t, f"m{i}", row))
         return members
 
-    def _group(self, key: str, tasks: list[Task]) -> None:
+    def _open(self, key: str, tasks: list[Task]):
+        """The group's measurement, ready for its first process (None when no row can run here)."""
         case = tasks[0].case
         threads, device = case.thread_count(self.threads_all), case.device
         members = self._members(tasks, threads)
         if not members:
-            return
+            return None
         attempt, done = self._resume_state(members)
-        if done == 0:
-            with self._held("prepare", device):  # host work, beside other shards' GPU measurements
-                for m in members:
-                    m.reference = str(self.refs.ensure(m.task.case, on_walk=self._routing_hook(m)))
         pairs = self._pairs(members)
         modules = sorted({get_backend(m.task.backend).module for m in members})
-        with self._held("hold", device):
-            started = utc_now()
-            for m in members:
-                m.row["started_at"] = started
-            gm = GroupMeasurement(members, self.suite.timing, device, threads, modules, self.store.append_samples,
-                                  attempt, done, [(a, b) for a, b, _ in pairs],
-                                  self.progress.block if self.progress else None, on_final=self._final)
-            gm.run()
-            finished = utc_now()
-        timed = []
-        for m in members:
+        gm = GroupMeasurement(members, self.suite.timing, device, threads, modules, self.store.append_samples,
+                              attempt, done, [(a, b) for a, b, _ in pairs],
+                              self.progress.block if self.progress else None, on_final=self._final)
+        return _OpenGroup(key, device, members, pairs, gm)
+
+    @staticmethod
+    def _gating(g: _OpenGroup) -> bool:
+        return g.gm.next_process == 0 and not any(m.processes for m in g.members)
+
+    def _prepare(self, g: _OpenGroup) -> None:
+        """The float64 references the group's gate reads, before its first process."""
+        if self._gating(g):
+            with self._held("prepare", g.device):  # host work, beside other shards' GPU measurements
+                for m in g.gm.active:
+                    m.reference = str(self.refs.ensure(m.task.case, on_walk=self._routing_hook(m)))
+
+    def _step(self, g: _OpenGroup, held: bool = False) -> None:
+        """One worker process of the group (``held``: its device is held already, and the references
+        made); the references are dropped once the gate has run."""
+        gating = self._gating(g)
+        if not held:
+            self._prepare(g)
+        with contextlib.nullcontext() if held else self._held("hold", g.device):
+            if not g.started:
+                g.started = utc_now()
+                for m in g.members:
+                    m.row["started_at"] = g.started
+            g.gm.step()
+        if gating and any(m.processes for m in g.members):  # the gate has run: the references are not read again
+            for m in g.members:
+                self.refs.discard(m.task.case)
+
+    def _close(self, g: _OpenGroup) -> None:
+        """The group's rows, then its declared comparisons as paired ratios."""
+        finished, timed = utc_now(), []
+        for m in g.members:
             if m.final is not None:
                 continue  # stored when it was decided
             row, ok = finish_row(m)
-            row["attempt"], row["finished_at"] = gm.attempt, finished
+            row["attempt"], row["finished_at"] = g.gm.attempt, finished
             self._store(row)
             if ok:
                 timed.append(m)
+        for m in g.members:
+            self.refs.discard(m.task.case)
         # named pairs, then ``best-*`` pairs resolved on the finished rows
-        found = [(num, den, comp) for num, den, comp in pairs if num in timed and den in timed]
+        found = [(num, den, comp) for num, den, comp in g.pairs if num in timed and den in timed]
         for num, den, comp in found + self._best_pairs(timed):
-            self.store.append_ratio(ratio_record(comp.label, num, den, gm.attempt, comp.figure))
+            self.store.append_ratio(ratio_record(comp.label, num, den, g.gm.attempt, comp.figure))
 
     def _routing_hook(self, m: Member):
         """The walk callback that records the routing statistics of the member's case, once per run."""
@@ -209,29 +252,51 @@ class Runner:
         return [c for c in self.suite.comparisons if c.device in (None, device)]
 
     def _pairs(self, members: list[Member]):
-        """(numerator, denominator, comparison) of every declared comparison naming two backends."""
-        rows = [m.row | {"_m": m, "status": "ok"} for m in members]
+        """(numerator, denominator, comparison) of every declared comparison naming two backends,
+        within each regime of the group."""
         out = []
-        for comp in self._declared(members):
-            if comp.numerator.startswith("best-") or comp.denominator.startswith("best-"):
-                continue
-            for num, den, *_ in comparison_pairs(comp, rows):
-                if num is not None and den is not None:
-                    out.append((num["_m"], den["_m"], comp))
+        for regime_members in _by_regime(members):
+            rows = [m.row | {"_m": m, "status": "ok"} for m in regime_members]
+            for comp in self._declared(regime_members):
+                if comp.numerator.startswith("best-") or comp.denominator.startswith("best-"):
+                    continue
+                for num, den, *_ in comparison_pairs(comp, rows):
+                    if num is not None and den is not None:
+                        out.append((num["_m"], den["_m"], comp))
         return out
 
     def _best_pairs(self, timed: list[Member]):
-        if not timed:
-            return []
-        rows = [finish_row(m)[0] | {"_m": m} for m in timed]
         out = []
-        for comp in self._declared(timed):
-            if not (comp.numerator.startswith("best-") or comp.denominator.startswith("best-")):
-                continue
-            for num, den, *_ in comparison_pairs(comp, where(rows, status="ok")):
-                if num is not None and den is not None:
-                    out.append((num["_m"], den["_m"], comp))
+        for regime_members in _by_regime(timed):
+            rows = [finish_row(m)[0] | {"_m": m} for m in regime_members]
+            for comp in self._declared(regime_members):
+                if not (comp.numerator.startswith("best-") or comp.denominator.startswith("best-")):
+                    continue
+                for num, den, *_ in comparison_pairs(comp, where(rows, status="ok")):
+                    if num is not None and den is not None:
+                        out.append((num["_m"], den["_m"], comp))
         return out
+
+
+@dataclass
+class _OpenGroup:
+    """A group between its first process and its rows: what :meth:`Runner._step` and
+    :meth:`Runner._close` need."""
+
+    key: str
+    device: str
+    members: list[Member]
+    pairs: list
+    gm: GroupMeasurement
+    started: str = field(default="")
+
+
+def _by_regime(members: list[Member]) -> list[list[Member]]:
+    """The members of each regime, in order of first appearance: rows are compared within a regime."""
+    out: dict[str, list[Member]] = {}
+    for m in members:
+        out.setdefault(m.task.regime.key, []).append(m)
+    return list(out.values())
 
 
 __all__ = ["Runner", "Task", "base_row", "group_key", "groups", "plan"]

@@ -24,7 +24,7 @@ import pandas as pd
 
 from fffbench import paper
 from fffbench.timing.regime import Regime
-from fffbench.timing.stats import log_ratio_test, paired_ratio, ratio_ci, t_quantile
+from fffbench.timing.stats import as_rerun, log_ratio_test, paired_ratio, ratio_ci, t_quantile
 from fffbench.vocab import LAYER_AXES, REGIME_AXES, WORKLOAD_AXES
 
 #: the axes two rows of one table share (one Table 2 per combination; devices sit side by side); the
@@ -108,7 +108,10 @@ def _processes(row) -> dict:
 def _ratio(runs: Runs, num, den) -> tuple[float, float, float, bool]:
     stored = runs.stored_ratios.get((num["run"], num["row_id"], den["row_id"]))
     if stored is not None and stored.get("attempt") == num.get("attempt") == den.get("attempt"):
-        return stored["ratio"], stored["ci_low"], stored["ci_high"], True
+        lo, hi = stored["ci_low"], stored["ci_high"]
+        if stored.get("interval") is None and (stored.get("n_processes") or 0) > 1:  # stored before re-run intervals
+            lo, hi = as_rerun(stored["ratio"], lo, hi)
+        return stored["ratio"], lo, hi, True
     same = (num["run"] == den["run"] and isinstance(num.get("attempt"), str) and num.get("attempt") == den.get("attempt"))
     if same:
         r = paired_ratio(_processes(num), _processes(den))
@@ -120,8 +123,8 @@ def _ratio(runs: Runs, num, den) -> tuple[float, float, float, bool]:
         mb = [float(np.median(s)) for s, _ in pb.values()]
         t = log_ratio_test(mb, ma)
         r = math.exp(t["log_ratio"])
-        if math.isfinite(t["se"]):
-            half = t_quantile(0.975, t["df"]) * t["se"]
+        if math.isfinite(t["se"]):  # a re-run interval: both runs' errors, as for paired ratios
+            half = t_quantile(0.975, t["df"]) * t["se"] * math.sqrt(2.0)
             return r, r * math.exp(-half), r * math.exp(half), False
         return r, math.nan, math.nan, False
     a, b = num.get("samples"), den.get("samples")
@@ -203,9 +206,17 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     regimes = [Regime.parse(r) for r in df["regime"]]
     df["l2"] = [r.l2 for r in regimes]
     df["launch"] = [r.launch for r in regimes]
-    for col in ("samples", "processes", "attempt"):
+    for col in ("samples", "processes", "attempt", "interval"):
         if col not in df:
             df[col] = None
+    df["interval"] = df["interval"].astype(object)
+    old = df["interval"].isna() & (df["n_processes"] > 1)  # stored before re-run intervals: widen alike
+    if old.any():
+        widened = [as_rerun(m, lo, hi) for m, lo, hi in zip(df.loc[old, "median_s"], df.loc[old, "ci_low_s"],
+                                                             df.loc[old, "ci_high_s"])]
+        df.loc[old, "ci_low_s"] = [w[0] for w in widened]
+        df.loc[old, "ci_high_s"] = [w[1] for w in widened]
+        df.loc[old, "interval"] = "rerun"
     return df
 
 

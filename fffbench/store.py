@@ -60,6 +60,9 @@ COLUMNS = (
     # deviation of the logs), samples set aside as disturbed, and the measurement attempt and group
     # whose samples.jsonl lines hold the samples
     "n_processes", "between_cv", "n_set_aside", "attempt", "group",
+    # which interval ci_low_s/ci_high_s are: ``rerun`` (where a second run's estimate lands, the
+    # default of several processes) or ``within-process`` (one process's order statistics)
+    "interval",
     # the real model: the checkpoint a row's weights (or inputs) came from (as resolved, its size and
     # sha256), the model layer it is, the capture its inputs came from; for an encoder row the model,
     # its shape and the share of its tokens whose output matched the float64 encoder

@@ -14,7 +14,7 @@ import fffbench as fb
 from fffbench.cli import app
 from fffbench.runner import plan
 from fffbench.session import run_suite
-from fffbench.store import COLUMNS, RATIOS, RESULTS, RUN_JSON, SAMPLES, STATUSES, RunStore
+from fffbench.store import COLUMNS, RATIOS, RUN_JSON, SAMPLES, STATUSES, RunStore
 from fffbench.suite import parse_suite
 
 TINY = """
@@ -179,8 +179,9 @@ def test_progress_lines_without_a_terminal(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].startswith("run directory: ")
-    progress = [ln for ln in lines if ln.startswith("[")]
+    progress = [ln for ln in lines if ln.startswith("[") and not ln.startswith("[process")]
     assert [ln.split("]")[0] for ln in progress] == ["[1/2", "[2/2"]
+    assert [ln for ln in lines if ln.startswith("[process")][-1].startswith("[process 2/2+] (ETA ")
     assert all("test-fff-numpy" in ln and ": ok " in ln and "ETA" in ln for ln in progress)
     assert lines[-1].startswith("next: fffbench report ")
 
@@ -199,35 +200,46 @@ def _cli(*args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+def _journalled(run_dir) -> set:
+    lines = [json.loads(ln) for ln in (run_dir / SAMPLES).read_text().splitlines() if ln.strip()]
+    return {(ln["row_id"], ln["attempt"], ln["process"]) for ln in lines if ln.get("samples")}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_then_resume_matches_uninterrupted_run(tmp_path, sig):
+    """Groups take turns, so an interruption mid-run finds processes journalled but few rows stored:
+    the resumed run must finish every row and keep every process measured before the signal."""
     suite_file = tmp_path / "slowish.yaml"
     suite_file.write_text(SLOW)
     total = len(plan(parse_suite(SLOW)))
     proc = _cli("run", str(suite_file), "--out", str(tmp_path / "a"), "--no-progress")
     deadline = time.time() + 120
-    results = None
+    run_dir = None
     while time.time() < deadline:
-        found = list((tmp_path / "a").glob(f"*/{RESULTS}"))
-        if found and len(found[0].read_text().splitlines()) >= 2:
-            results = found[0]
+        found = list((tmp_path / "a").glob(f"*/{SAMPLES}"))
+        if found and len(found[0].read_text().splitlines()) >= 3:
+            run_dir = found[0].parent
             break
         time.sleep(0.05)
-    assert results is not None, "run produced no rows"
+    assert run_dir is not None, "run journalled no process"
     proc.send_signal(sig)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
-    kept = len(RunStore.open(results.parent).frame())
-    assert 0 < kept < total
-    r = _cli("run", "--resume", str(results.parent), "--no-progress")
+    assert len(RunStore.open(run_dir).frame()) < total
+    before = _journalled(run_dir)
+    assert before
+    r = _cli("run", "--resume", str(run_dir), "--no-progress")
     r.communicate(timeout=300)
     assert r.returncode == 0
-    resumed = RunStore.open(results.parent).frame(samples=True)
+    resumed = RunStore.open(run_dir).frame(samples=True)
     assert len(resumed) == total and resumed.row_id.is_unique
     assert sorted(resumed.row_id) == sorted(t.row_id for t in plan(parse_suite(SLOW)))
     assert all(isinstance(s, list) and s for s in resumed.samples)
-    assert len(json.loads((results.parent / RUN_JSON).read_text())["resumed"]) == 1
+    assert before <= _journalled(run_dir)
+    kept = {(row_id, attempt) for row_id, attempt, _ in before}
+    assert kept & set(zip(resumed.row_id, resumed.attempt)), "no interrupted measurement was continued"
+    assert len(json.loads((run_dir / RUN_JSON).read_text())["resumed"]) == 1
 
 
 def test_resume_refuses_a_different_suite(tmp_path, tiny_run):

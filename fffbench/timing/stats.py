@@ -3,15 +3,20 @@
 Within a process, medians, not means: timing noise is one-sided (interrupts and frequency dips
 only ever add time), and the interval of a median is distribution-free (binomial order
 statistics). Between processes the unit of replication is the process: each contributes the
-median of its own samples, and the row's value is the geometric mean of those medians, with a
-Student-t interval on their logarithms. That interval is honest at small counts (with three
-processes t is 4.3, not 1.96) and grows with the spread between processes, which is where most of
-the run-to-run variance of a timing lives. With a single process (and in runs stored before
-worker processes), the within-process order-statistic interval is used, as before.
+median of its own samples, and the row's value is the geometric mean of those medians.
+
+The interval a row or a ratio carries is a *re-run interval*: the range in which the estimate of
+a second run of as many processes lands 95% of the time, which is the promise a user checks by
+running the suite again. Two runs' estimates differ by the error of both, so the half-width on the
+log scale is ``t(n-1) * s * sqrt(1/n + 1/n)``, where ``s`` is the spread of the per-process values:
+sqrt(2) wider than a confidence interval of this run's mean (kept beside it as ``mean_ci``). It is
+honest at small counts (with three processes t is 4.3, not 1.96) and grows with the spread between
+processes, which is where most of the run-to-run variance of a timing lives. With a single process
+(and in runs stored before worker processes), the within-process order-statistic interval is used.
 
 Ratios of two rows measured in the same processes are *paired*: each round of a process times
 both rows back to back, so a round gives one ratio; a process's ratio is the median of its
-rounds', and the ratio's interval is the same t interval over processes (over rounds for one
+rounds', and the ratio's interval is the same re-run interval over processes (over rounds for one
 process).
 """
 from __future__ import annotations
@@ -43,16 +48,29 @@ def t_quantile(p: float, df: float) -> float:
     return float(t.ppf(p, df))
 
 
-def log_t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(geometric mean, low, high): a Student-t interval of the mean of ``log(values)``."""
+def log_t_interval(values, confidence: float = 0.95, rerun: bool = True) -> tuple[float, float, float]:
+    """(geometric mean, low, high) of ``values``: with ``rerun`` the interval in which a second
+    sample of as many values puts its geometric mean (see the module docstring), otherwise the
+    Student-t confidence interval of this sample's mean of ``log(values)``."""
     v = np.log(np.asarray([x for x in values if x > 0 and math.isfinite(x)], dtype=float))
     if v.size == 0:
         return math.nan, math.nan, math.nan
     m = float(v.mean())
     if v.size == 1:
         return math.exp(m), math.nan, math.nan
-    half = t_quantile(0.5 + confidence / 2, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    scale = math.sqrt(2.0 / v.size) if rerun else math.sqrt(1.0 / v.size)
+    half = t_quantile(0.5 + confidence / 2, v.size - 1) * float(v.std(ddof=1)) * scale
     return math.exp(m), math.exp(m - half), math.exp(m + half)
+
+
+def as_rerun(value: float, low: float, high: float) -> tuple[float, float]:
+    """A confidence interval of a mean of several processes (what runs stored before re-run
+    intervals carry) turned into the re-run interval: the same t and spread, sqrt(2) wider on the
+    log scale."""
+    if not (value > 0 and low > 0 and high > 0):
+        return low, high
+    k = math.sqrt(2.0)
+    return value * (low / value) ** k, value * (high / value) ** k
 
 
 def _empty() -> dict:
@@ -78,11 +96,11 @@ def summarize(samples, processes=None) -> dict:
     if len(groups) == 1:
         med = float(np.median(pooled))
         lo, hi = median_ci(pooled)
-        out |= {"median_s": med, "ci_low_s": lo, "ci_high_s": hi, "between_cv": math.nan}
+        out |= {"median_s": med, "ci_low_s": lo, "ci_high_s": hi, "between_cv": math.nan, "interval": "within-process"}
     else:
         medians = [float(np.median(g)) for g in groups]
         med, lo, hi = log_t_interval(medians)
-        out |= {"median_s": med, "ci_low_s": lo, "ci_high_s": hi,
+        out |= {"median_s": med, "ci_low_s": lo, "ci_high_s": hi, "interval": "rerun",
                 "between_cv": float(np.std(np.log(medians), ddof=1))}
     out["noisy"] = bool(math.isfinite(out["ci_high_s"]) and (out["ci_high_s"] - out["ci_low_s"]) >
                         NOISE_THRESHOLD * out["median_s"])
@@ -114,11 +132,15 @@ def paired_ratio(num: dict, den: dict, confidence: float = 0.95) -> dict:
             all_pairs.append(pairs)
     n_pairs = sum(len(p) for p in all_pairs)
     if not per_process:
-        return {"ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n_pairs": 0, "n_processes": 0,
+        return {"ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "mean_ci": [math.nan, math.nan],
+                "interval": None, "n_pairs": 0, "n_processes": 0,
                 "per_process": {}}
-    values = list(per_process.values()) if len(per_process) > 1 else all_pairs[0]
-    r, lo, hi = log_t_interval(values, confidence)
-    return {"ratio": r, "ci_low": lo, "ci_high": hi, "n_pairs": n_pairs, "n_processes": len(per_process),
+    several = len(per_process) > 1
+    values = list(per_process.values()) if several else all_pairs[0]
+    r, lo, hi = log_t_interval(values, confidence, rerun=several)
+    _, mlo, mhi = log_t_interval(values, confidence, rerun=False)
+    return {"ratio": r, "ci_low": lo, "ci_high": hi, "mean_ci": [mlo, mhi], "n_pairs": n_pairs,
+            "n_processes": len(per_process), "interval": "rerun" if several else "within-process",
             "per_process": per_process}
 
 
