@@ -39,6 +39,12 @@ def _one(rows, col):
     return next((float(r[col]) for r in rows if r[col] == r[col] and r[col] is not None), math.nan)
 
 
+def _fastest_s(rows) -> float:
+    """The smallest median among the correct rows of ``rows`` (NaN when none was timed)."""
+    return min((float(r["median_s"]) for r in rows if r.get("status") == "ok" and r["median_s"] == r["median_s"]),
+               default=math.nan)
+
+
 def _paper_cols(f) -> dict:
     return {"paper": f.value if f else math.nan, "paper_secondary": bool(f and f.secondary),
             "paper_source": f.source if f else "", "figure": f.key if f else None}
@@ -104,7 +110,9 @@ def figure_values(runs: Runs) -> pd.DataFrame:
                        | {"measured": p["speedup"], "note": "; ".join(notes),
                           "neuron_limit": f.hidden / (f.trees * (f.depth + 1)),
                           "roofline_limit": roofline_limit(_one(_ff(on, f.hidden), "flops"),
-                                                           _one(_fff(on, f.depth, f.trees), "bytes"), gemm, bw)})
+                                                           _one(_fff(on, f.depth, f.trees), "bytes"), gemm, bw,
+                                                           _one(_ff(on, f.hidden), "bytes"),
+                                                           _fastest_s(_fff(on, f.depth, f.trees)))})
             found = True
         if not found:
             need = f"FF H={f.hidden} and FFF {f.trees}x{f.depth}"
@@ -194,7 +202,7 @@ def _cell(runs, setting, key, base_rows, rows, fam, device, level, base_flops, b
     notes = [f"{side}: {n}" for side, n in (("FF", num_note), (fam.upper(), den_note)) if n and n != "none"]
     gemm, bw = runs.ceilings(key["run"], device, key["dtype"])
     if fam == "fff":
-        roof = roofline_limit(base_flops, _one(rows, "bytes"), gemm, bw)
+        roof = roofline_limit(base_flops, _one(rows, "bytes"), gemm, bw, _one(base_rows, "bytes"), _fastest_s(rows))
     else:
         flops, nbytes = _one(rows, "flops"), _one(rows, "bytes")
         roof = (floor_seconds(base_flops, _one(base_rows, "bytes"), gemm, bw) / floor_seconds(flops, nbytes, gemm, bw)
@@ -231,7 +239,8 @@ def best_table(runs: Runs) -> pd.DataFrame:
                                       "fff": f"{tr}x{depth}", "depth": depth, "trees": tr}
                                | pair(runs, num, den)
                                | {"neuron_limit": h / (tr * (depth + 1)),
-                                  "roofline_limit": roofline_limit(_one(ffr, "flops"), _one(fr, "bytes"), gemm, bw),
+                                  "roofline_limit": roofline_limit(_one(ffr, "flops"), _one(fr, "bytes"), gemm, bw,
+                                                                  _one(ffr, "bytes"), _fastest_s(fr)),
                                   "note": "; ".join(f"{s}: {n}" for s, n in (("FF", nn), ("FFF", dn)) if n)}
                                | _paper_cols(fig))
     return pd.DataFrame(out)

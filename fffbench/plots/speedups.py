@@ -1,6 +1,8 @@
 """The 78x / 40x figure: level-matched and best-against-best speedups beside the paper's figures."""
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -93,7 +95,7 @@ def _bars(ax, data: pd.DataFrame, groups: list) -> None:
     for i, run in enumerate(run_list):
         d = data[data["run"] == run]
         x = np.array([groups.index(g) for g in d["group"]]) - 0.4 + bw * (i + 0.5)
-        label = f"{run}: {d['machine'].iloc[0]}" if len(run_list) > 1 else "measured (95% CI)"
+        label = f"{run}: {d['machine'].iloc[0]}" if len(run_list) > 1 else "measured (95% re-run interval)"
         ax.bar(x, d["speedup"] - 1, bw * 0.9, bottom=1, color=COLORS[i % len(COLORS)], label=label,
                yerr=yerr(d), capsize=3, ecolor="0.2")
         for xi, s, hi in zip(x, d["speedup"], d["ci_high"].fillna(d["speedup"])):
@@ -166,5 +168,8 @@ def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
     if len(missing):
         note += "\nnot measured here: " + "; ".join(f"paper {r['paper']:g}x ({r['what']})" for _, r in
                                                    missing.drop_duplicates("figure").iterrows())
-    ax.set_xlabel(note, fontsize=8)
+    # centred under the axes, which the legend leaves about 60% of the figure: 8-point text runs
+    # about 15 characters an inch, so a line of this many characters stays inside the figure
+    chars = int(fig.get_figwidth() * 0.6 * 15)
+    ax.set_xlabel("\n".join(textwrap.fill(line, chars) for line in note.split("\n")), fontsize=8)
     return fig, data
