@@ -231,10 +231,15 @@ class GroupMeasurement:
             return True
         return max(self.widths(), default=0.0) > t.target_ci and self.last_cost <= t.max_process_s
 
+    @property
+    def gates(self) -> bool:
+        """Whether the next process is the first, which checks every output (its references must exist)."""
+        return self.next_process == 0 and not any(m.processes for m in self.members)
+
     def step(self) -> None:
         """One more process (the first one also gates)."""
         started = time.time()
-        ok = self._run_process(gate=self.next_process == 0 and not any(m.processes for m in self.active))
+        ok = self._run_process(gate=self.gates)
         self.last_cost = time.time() - started if ok else None
 
     def run(self) -> None:

@@ -116,7 +116,7 @@ class Runner:
         """Measure every task of ``tasks`` (all pending); returns the rows stored. Groups take turns,
         except in a sharded run, where each group holds its device for its whole measurement so
         that the shards' measurements on one device never interleave."""
-        pending = [g for g in (self._open(key, gtasks) for key, gtasks in groups(tasks).items()) if g is not None]
+        pending = [g for g in (self._open(gtasks) for gtasks in groups(tasks).values()) if g is not None]
         if self.placement is not None:
             for g in pending:
                 self._prepare(g)
@@ -154,7 +154,7 @@ class Runner:
             members.append(Member(t, f"m{i}", row))
         return members
 
-    def _open(self, key: str, tasks: list[Task]):
+    def _open(self, tasks: list[Task]):
         """The group's measurement, ready for its first process (None when no row can run here)."""
         case = tasks[0].case
         threads, device = case.thread_count(self.threads_all), case.device
@@ -167,15 +167,11 @@ class Runner:
         gm = GroupMeasurement(members, self.suite.timing, device, threads, modules, self.store.append_samples,
                               attempt, done, [(a, b) for a, b, _ in pairs],
                               self.progress.block if self.progress else None, on_final=self._final)
-        return _OpenGroup(key, device, members, pairs, gm)
-
-    @staticmethod
-    def _gating(g: _OpenGroup) -> bool:
-        return g.gm.next_process == 0 and not any(m.processes for m in g.members)
+        return _OpenGroup(device, members, pairs, gm)
 
     def _prepare(self, g: _OpenGroup) -> None:
         """The float64 references the group's gate reads, before its first process."""
-        if self._gating(g):
+        if g.gm.gates:
             with self._held("prepare", g.device):  # host work, beside other shards' GPU measurements
                 for m in g.gm.active:
                     m.reference = str(self.refs.ensure(m.task.case, on_walk=self._routing_hook(m)))
@@ -183,7 +179,7 @@ class Runner:
     def _step(self, g: _OpenGroup, held: bool = False) -> None:
         """One worker process of the group (``held``: its device is held already, and the references
         made); the references are dropped once the gate has run."""
-        gating = self._gating(g)
+        gating = g.gm.gates
         if not held:
             self._prepare(g)
         with contextlib.nullcontext() if held else self._held("hold", g.device):
@@ -253,24 +249,19 @@ class Runner:
 
     def _pairs(self, members: list[Member]):
         """(numerator, denominator, comparison) of every declared comparison naming two backends,
-        within each regime of the group."""
-        out = []
-        for regime_members in _by_regime(members):
-            rows = [m.row | {"_m": m, "status": "ok"} for m in regime_members]
-            for comp in self._declared(regime_members):
-                if comp.numerator.startswith("best-") or comp.denominator.startswith("best-"):
-                    continue
-                for num, den, *_ in comparison_pairs(comp, rows):
-                    if num is not None and den is not None:
-                        out.append((num["_m"], den["_m"], comp))
-        return out
+        within each regime of the group (known before measuring)."""
+        return self._declared_pairs(members, best=False)
 
     def _best_pairs(self, timed: list[Member]):
+        """The same for comparisons naming ``best-*`` sides, resolved on the finished rows."""
+        return self._declared_pairs(timed, best=True)
+
+    def _declared_pairs(self, members: list[Member], best: bool):
         out = []
-        for regime_members in _by_regime(timed):
-            rows = [finish_row(m)[0] | {"_m": m} for m in regime_members]
+        for regime_members in _by_regime(members):
+            rows = [(finish_row(m)[0] if best else m.row | {"status": "ok"}) | {"_m": m} for m in regime_members]
             for comp in self._declared(regime_members):
-                if not (comp.numerator.startswith("best-") or comp.denominator.startswith("best-")):
+                if (comp.numerator.startswith("best-") or comp.denominator.startswith("best-")) != best:
                     continue
                 for num, den, *_ in comparison_pairs(comp, where(rows, status="ok")):
                     if num is not None and den is not None:
@@ -283,7 +274,6 @@ class _OpenGroup:
     """A group between its first process and its rows: what :meth:`Runner._step` and
     :meth:`Runner._close` need."""
 
-    key: str
     device: str
     members: list[Member]
     pairs: list

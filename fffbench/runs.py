@@ -24,7 +24,7 @@ import pandas as pd
 
 from fffbench import paper
 from fffbench.timing.regime import Regime
-from fffbench.timing.stats import as_rerun, log_ratio_test, paired_ratio, ratio_ci, t_quantile
+from fffbench.timing.stats import RERUN_WIDENING, as_rerun, log_ratio_test, paired_ratio, ratio_ci, t_quantile
 from fffbench.vocab import LAYER_AXES, REGIME_AXES, WORKLOAD_AXES
 
 #: the axes two rows of one table share (one Table 2 per combination; devices sit side by side); the
@@ -124,7 +124,7 @@ def _ratio(runs: Runs, num, den) -> tuple[float, float, float, bool]:
         t = log_ratio_test(mb, ma)
         r = math.exp(t["log_ratio"])
         if math.isfinite(t["se"]):  # a re-run interval: both runs' errors, as for paired ratios
-            half = t_quantile(0.975, t["df"]) * t["se"] * math.sqrt(2.0)
+            half = t_quantile(0.975, t["df"]) * t["se"] * RERUN_WIDENING
             return r, r * math.exp(-half), r * math.exp(half), False
         return r, math.nan, math.nan, False
     a, b = num.get("samples"), den.get("samples")

@@ -25,6 +25,9 @@ import math
 
 import numpy as np
 
+#: how much wider a re-run interval is than a confidence interval of one run's mean, on the log
+#: scale: two runs of as many processes differ by the error of both, sqrt(1/n + 1/n) = sqrt(2/n)
+RERUN_WIDENING = math.sqrt(2.0)
 #: a row is flagged noisy when its 95% interval is wider than this share of its median
 NOISE_THRESHOLD = 0.10
 
@@ -58,7 +61,7 @@ def log_t_interval(values, confidence: float = 0.95, rerun: bool = True) -> tupl
     m = float(v.mean())
     if v.size == 1:
         return math.exp(m), math.nan, math.nan
-    scale = math.sqrt(2.0 / v.size) if rerun else math.sqrt(1.0 / v.size)
+    scale = (RERUN_WIDENING if rerun else 1.0) / math.sqrt(v.size)
     half = t_quantile(0.5 + confidence / 2, v.size - 1) * float(v.std(ddof=1)) * scale
     return math.exp(m), math.exp(m - half), math.exp(m + half)
 
@@ -69,7 +72,7 @@ def as_rerun(value: float, low: float, high: float) -> tuple[float, float]:
     log scale."""
     if not (value > 0 and low > 0 and high > 0):
         return low, high
-    k = math.sqrt(2.0)
+    k = RERUN_WIDENING
     return value * (low / value) ** k, value * (high / value) ** k
 
 
