@@ -18,6 +18,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fffbench.model_report import end_to_end_table
+from fffbench.render import md_table
+from fffbench.render_model import end_to_end_section
 from fffbench.report import comparison_table, figure_values
 from fffbench.runs import layer_label, load
 from fffbench.timing.regime import Regime
@@ -92,6 +95,9 @@ def run_section(path: Path, show: set[str]) -> str:
         for _, f in figs_measured.iterrows():
             lines.append(f"| {f['paper']:g}x{' (secondary)' if f['secondary'] else ''} | {f['what']} | "
                          f"{_x(f['measured'], f['ci_low'], f['ci_high'])} | `{f['ff_backend']}` / `{f['fff_backend']}` |")
+    if "model" in show:
+        for sec in end_to_end_section(end_to_end_table(runs))[1:]:
+            lines += ["", f"End to end: {sec.title}.", "", md_table(sec.table), "", *sec.notes]
     report = path / "report"
     figs = [p for p in ("speedups.png", "scaling.png", "batch.png") if (report / p).exists()]
     if figs and "figures" in show:
@@ -101,7 +107,7 @@ def run_section(path: Path, show: set[str]) -> str:
 
 def runs_in_readme() -> list[tuple[Path, set[str]]]:
     """The committed runs the README shows: each results/ directory holding a README-SHOW file,
-    whose words say what to show (table, comparisons, figures)."""
+    whose words say what to show (table, comparisons, model: the end-to-end table, figures)."""
     return [(p.parent, set(p.read_text().split())) for p in sorted((ROOT / "results").glob("*/README-SHOW"))]
 
 

@@ -9,7 +9,7 @@ import pytest
 from fffbench.runner import Task, group_key
 from fffbench.suite import parse_suite
 from fffbench.timing.regime import Regime
-from fffbench.timing.stats import as_rerun, log_t_interval, paired_ratio
+from fffbench.timing.stats import as_rerun, median_interval, paired_ratio, t_quantile
 
 MU = math.log(60.0)
 
@@ -20,21 +20,43 @@ def _run(rng, n, mu=MU, between=0.09):
     return np.exp(rng.normal(mu, between, n))
 
 
-@pytest.mark.parametrize("n", [3, 20])
+def _disturbed(rng, n, share=0.2, shift=0.2):
+    """A run in which each process is moved up by ``shift`` on the log scale with probability
+    ``share``: a co-tenant's burst that the load probe did not see (on the AMD VM 4 of 20 processes
+    of one headline run read 12-30% high)."""
+    v = np.log(_run(rng, n, between=0.03))
+    return np.exp(v + shift * (rng.random(n) < share))
+
+
+@pytest.mark.parametrize("n", [3, 5, 20])
 def test_a_rerun_lands_inside_the_printed_interval_95_percent_of_the_time(n):
     rng = np.random.default_rng(7)
     trials = 2000
-    rerun = mean_only = 0
+    rerun = own = 0
     for _ in range(trials):
         first, second = _run(rng, n), _run(rng, n)
-        est, lo, hi = log_t_interval(first)
-        other = float(np.exp(np.log(second).mean()))
+        _, lo, hi = median_interval(first)
+        other = float(np.median(second))
         rerun += lo <= other <= hi
-        _, mlo, mhi = log_t_interval(first, rerun=False)
-        mean_only += mlo <= other <= mhi
-    assert 0.93 <= rerun / trials <= 0.97
-    if n == 20:  # the confidence interval of one run's mean is too narrow for that promise (about 85%)
-        assert mean_only / trials < 0.88
+        _, mlo, mhi = median_interval(first, rerun=False)
+        own += mlo <= other <= mhi
+    assert 0.93 <= rerun / trials <= 0.985
+    if n == 20:  # the confidence interval of one run's median is too narrow for that promise
+        assert own / trials < 0.88
+
+
+def test_a_few_disturbed_processes_neither_move_the_estimate_nor_break_the_promise():
+    rng = np.random.default_rng(11)
+    trials, n = 2000, 20
+    covered, moved_median, moved_mean = 0, [], []
+    for _ in range(trials):
+        first, second = _disturbed(rng, n), _disturbed(rng, n)
+        est, lo, hi = median_interval(first)
+        covered += lo <= float(np.median(second)) <= hi
+        moved_median.append(abs(math.log(est) - MU))
+        moved_mean.append(abs(np.log(first).mean() - MU))
+    assert covered / trials >= 0.93
+    assert np.mean(moved_median) < 0.5 * np.mean(moved_mean)
 
 
 def test_paired_ratio_carries_both_intervals_and_says_which_it_prints():
@@ -56,10 +78,12 @@ def test_paired_ratio_carries_both_intervals_and_says_which_it_prints():
 
 
 def test_an_interval_stored_before_rerun_intervals_is_widened_exactly():
-    values = [55.0, 61.0, 70.0, 66.0]
-    est, mlo, mhi = log_t_interval(values, rerun=False)
-    _, lo, hi = log_t_interval(values)
-    assert as_rerun(est, mlo, mhi) == pytest.approx((lo, hi))
+    v = np.log([55.0, 61.0, 70.0, 66.0])
+    half = t_quantile(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)  # what those runs stored
+    est = math.exp(v.mean())
+    lo, hi = as_rerun(est, est * math.exp(-half), est * math.exp(half))
+    assert math.log(hi / est) == pytest.approx(math.sqrt(2) * half)
+    assert math.log(est / lo) == pytest.approx(math.sqrt(2) * half)
 
 
 def test_every_regime_of_a_workload_is_one_group():

@@ -3,21 +3,30 @@
 Within a process, medians, not means: timing noise is one-sided (interrupts and frequency dips
 only ever add time), and the interval of a median is distribution-free (binomial order
 statistics). Between processes the unit of replication is the process: each contributes the
-median of its own samples, and the row's value is the geometric mean of those medians.
+median of its own samples, and the row's value is the median of those medians. A median, not a
+mean, because what disturbs a process on a shared machine is a minority of processes moved far
+(a co-tenant's burst that the load probe did not see): on the AMD VM four of twenty processes of
+one headline run read 151-176x against 129-143x for the rest, which moved the geometric mean to
+139.5x and left the median at 135.9x, beside 132.9x and 135.7x for the next two runs.
 
 The interval a row or a ratio carries is a *re-run interval*: the range in which the estimate of
 a second run of as many processes lands 95% of the time, which is the promise a user checks by
 running the suite again. Two runs' estimates differ by the error of both, so the half-width on the
-log scale is ``t(n-1) * s * sqrt(1/n + 1/n)``, where ``s`` is the spread of the per-process values:
-sqrt(2) wider than a confidence interval of this run's mean (kept beside it as ``mean_ci``). It is
-honest at small counts (with three processes t is 4.3, not 1.96) and grows with the spread between
-processes, which is where most of the run-to-run variance of a timing lives. With a single process
-(and in runs stored before worker processes), the within-process order-statistic interval is used.
+log scale is ``t(n-1) * s * sqrt(pi/2) * sqrt(1/n + 1/n)``, where ``s`` is the standard deviation
+of the per-process values and ``pi/2`` the variance of a median relative to a mean (normal values,
+many of them; fewer make it smaller, 1.35 at three, so the interval errs wide there). That is
+sqrt(2) wider than a confidence interval of this run's median (kept beside it as ``mean_ci``). It
+is honest at small counts (with three processes t is 4.3, not 1.96) and grows with the spread
+between processes, which is where most of the run-to-run variance of a timing lives. The spread is
+the plain standard deviation, not a robust one: a few disturbed processes widen the interval
+(the run says it was disturbed) while the median keeps the estimate where the quiet processes put
+it. With a single process (and in runs stored before worker processes), the within-process
+order-statistic interval is used.
 
 Ratios of two rows measured in the same processes are *paired*: each round of a process times
 both rows back to back, so a round gives one ratio; a process's ratio is the median of its
-rounds', and the ratio's interval is the same re-run interval over processes (over rounds for one
-process).
+rounds', the ratio is the median over processes, and its interval is the same re-run interval over
+processes (over rounds for one process).
 """
 from __future__ import annotations
 
@@ -28,6 +37,8 @@ import numpy as np
 #: how much wider a re-run interval is than a confidence interval of one run's mean, on the log
 #: scale: two runs of as many processes differ by the error of both, sqrt(1/n + 1/n) = sqrt(2/n)
 RERUN_WIDENING = math.sqrt(2.0)
+#: the variance of the median of many normal values over that of their mean
+MEDIAN_VARIANCE = math.pi / 2
 #: a row is flagged noisy when its 95% interval is wider than this share of its median
 NOISE_THRESHOLD = 0.10
 
@@ -51,25 +62,26 @@ def t_quantile(p: float, df: float) -> float:
     return float(t.ppf(p, df))
 
 
-def log_t_interval(values, confidence: float = 0.95, rerun: bool = True) -> tuple[float, float, float]:
-    """(geometric mean, low, high) of ``values``: with ``rerun`` the interval in which a second
-    sample of as many values puts its geometric mean (see the module docstring), otherwise the
-    Student-t confidence interval of this sample's mean of ``log(values)``."""
+def median_interval(values, confidence: float = 0.95, rerun: bool = True) -> tuple[float, float, float]:
+    """(median, low, high) of ``values`` on the log scale: with ``rerun`` the interval in which a
+    second sample of as many values puts its median (see the module docstring), otherwise the
+    confidence interval of this sample's median. Two values have a mean for their median, and
+    the interval of a mean."""
     v = np.log(np.asarray([x for x in values if x > 0 and math.isfinite(x)], dtype=float))
     if v.size == 0:
         return math.nan, math.nan, math.nan
-    m = float(v.mean())
+    m = float(np.median(v))
     if v.size == 1:
         return math.exp(m), math.nan, math.nan
-    scale = (RERUN_WIDENING if rerun else 1.0) / math.sqrt(v.size)
+    scale = (RERUN_WIDENING if rerun else 1.0) * math.sqrt((MEDIAN_VARIANCE if v.size > 2 else 1.0) / v.size)
     half = t_quantile(0.5 + confidence / 2, v.size - 1) * float(v.std(ddof=1)) * scale
     return math.exp(m), math.exp(m - half), math.exp(m + half)
 
 
 def as_rerun(value: float, low: float, high: float) -> tuple[float, float]:
     """A confidence interval of a mean of several processes (what runs stored before re-run
-    intervals carry) turned into the re-run interval: the same t and spread, sqrt(2) wider on the
-    log scale."""
+    intervals carry: the t interval of the mean of the log process values) turned into the re-run
+    interval of that mean: the same t and spread, sqrt(2) wider on the log scale."""
     if not (value > 0 and low > 0 and high > 0):
         return low, high
     k = RERUN_WIDENING
@@ -102,7 +114,7 @@ def summarize(samples, processes=None) -> dict:
         out |= {"median_s": med, "ci_low_s": lo, "ci_high_s": hi, "between_cv": math.nan, "interval": "within-process"}
     else:
         medians = [float(np.median(g)) for g in groups]
-        med, lo, hi = log_t_interval(medians)
+        med, lo, hi = median_interval(medians)
         out |= {"median_s": med, "ci_low_s": lo, "ci_high_s": hi, "interval": "rerun",
                 "between_cv": float(np.std(np.log(medians), ddof=1))}
     out["noisy"] = bool(math.isfinite(out["ci_high_s"]) and (out["ci_high_s"] - out["ci_low_s"]) >
@@ -122,8 +134,8 @@ def paired_ratio(num: dict, den: dict, confidence: float = 0.95) -> dict:
     """The ratio ``num / den`` of two rows timed in the same rounds of the same processes.
 
     ``num`` and ``den`` map a process id to ``(samples, rounds)``. Per process, the ratio of each
-    round's medians, then the median over its rounds; the estimate is the geometric mean over
-    processes with a t interval (over rounds when there is one process). Returns the ratio, its
+    round's medians, then the median over its rounds; the estimate is the median over processes
+    with the re-run interval of :func:`median_interval` (over rounds when there is one process). Returns the ratio, its
     interval, the pairs and processes it used, and each process's ratio.
     """
     per_process, all_pairs = {}, []
@@ -140,8 +152,8 @@ def paired_ratio(num: dict, den: dict, confidence: float = 0.95) -> dict:
                 "per_process": {}}
     several = len(per_process) > 1
     values = list(per_process.values()) if several else all_pairs[0]
-    r, lo, hi = log_t_interval(values, confidence, rerun=several)
-    _, mlo, mhi = log_t_interval(values, confidence, rerun=False)
+    r, lo, hi = median_interval(values, confidence, rerun=several)
+    _, mlo, mhi = median_interval(values, confidence, rerun=False)
     return {"ratio": r, "ci_low": lo, "ci_high": hi, "mean_ci": [mlo, mhi], "n_pairs": n_pairs,
             "n_processes": len(per_process), "interval": "rerun" if several else "within-process",
             "per_process": per_process}
