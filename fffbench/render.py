@@ -192,6 +192,11 @@ def comparisons_section(comp: pd.DataFrame, measured: set) -> Section:
     })
     if not comp["paper"].notna().any():
         t = t.drop(columns="paper")
+    # a checkpoint suite compares on every model layer and input: say which row is which
+    if "layer_index" in comp and comp["layer_index"].notna().any():
+        t.insert(4, "model layer", [str(int(v)) if _ok(v) else "" for v in comp["layer_index"]])
+    if "input" in comp and comp["input"].nunique() > 1:
+        t.insert(4, "input", comp["input"])
     return Section("comparisons", "Comparisons declared by the suite", t, comp, notes + _unpaired_note(comp))
 
 

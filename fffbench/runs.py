@@ -268,15 +268,21 @@ def pick(rows: list[dict], backend: str):
 def comparison_pairs(comp, rows: list[dict]) -> list[tuple]:
     """(numerator row, denominator row, FF width, depth, trees) for a declared comparison among
     ``rows`` of one workload and regime: for each FF width (the comparison's, or every one) and
-    each FFF tree of the same output width and bias. A side with no row gives None."""
+    each FFF tree of the same output width and bias. A side with no row gives None.
+
+    Bias is matched like with like where the FF rows have that bias; where every FF row has the
+    other one, they are the baseline: a model's own layers (crammed BERT's FF has no biases,
+    UltraFastBERT's FFF has input biases) are compared as the two models have them."""
     out = []
     ff = where(rows, family="ff")
     fff = where(rows, family="fff")
     hiddens = [comp.hidden] if comp.hidden else sorted({int(r["hidden"]) for r in ff})
     trees = sorted({(int(r["depth"]), int(r["trees"]), _dout(r), bool(r["bias"])) for r in fff})
+    ff_biases = {bool(r["bias"]) for r in ff}
     for h in hiddens:
         for depth, tr, dout, bias in trees:
-            num_rows = [r for r in where(ff, hidden=h) if _dout(r) == dout and bool(r["bias"]) == bias]
+            num_rows = [r for r in where(ff, hidden=h)
+                        if _dout(r) == dout and (bool(r["bias"]) == bias or bias not in ff_biases)]
             den_rows = [r for r in where(fff, depth=depth, trees=tr) if _dout(r) == dout and bool(r["bias"]) == bias]
             out.append((pick(num_rows, comp.numerator), pick(den_rows, comp.denominator), h, depth, tr))
     return out

@@ -52,7 +52,7 @@ def run_section(path: Path, show: set[str]) -> str:
              f"Suite `{env['suite']['name']}`, measured on **{env.get('machine')}**"
              + (f" (devices: {', '.join(env['device_filter'])})" if env.get("device_filter") else "") + ". "
              + "; ".join(f"{dev} ceilings: copy {c['copy_gbps']:.0f} GB/s, GEMM "
-                         + ", ".join(f"{k} {v / 1e3:.1f} TFLOP/s" for k, v in c.get("gemm_gflops", {}).items())
+                         + ", ".join(f"{k} {v / 1e3:.3g} TFLOP/s" for k, v in c.get("gemm_gflops", {}).items())
                          for dev, c in cpu.items() if "copy_gbps" in c) + ".", "",
              ]
     regimes = list(dict.fromkeys(df["regime"]))

@@ -404,3 +404,23 @@ def test_the_roofline_limit_counts_the_dense_weights_at_a_small_batch():
         floor = fff_bytes / bw
         assert math.isnan(roofline_limit(ff_flops, fff_bytes, gemm, bw, ff_bytes, 0.5 * floor))
         assert roofline_limit(ff_flops, fff_bytes, gemm, bw, ff_bytes, 2 * floor) == pytest.approx(limit)
+
+
+def test_a_bias_free_ff_is_the_baseline_of_a_biased_fff_only_when_no_ff_has_its_bias():
+    from types import SimpleNamespace
+
+    from fffbench.runs import comparison_pairs
+
+    def row(backend, family, bias, **shape):
+        return {"backend": backend, "family": family, "bias": bias, "width": 768, "out_width": None,
+                "status": "ok", "median_s": 1.0, **shape}
+
+    comp = SimpleNamespace(hidden=None, numerator="ff-dense", denominator="fff-cuda")
+    fff = row("fff-cuda", "fff", True, depth=11, trees=1)
+    model = [row("ff-dense", "ff", False, hidden=3072), fff]  # crammed BERT's FF against UltraFastBERT's FFF
+    [(num, den, h, depth, trees)] = comparison_pairs(comp, model)
+    assert (num["backend"], den["backend"], h, depth, trees) == ("ff-dense", "fff-cuda", 3072, 11, 1)
+    both = [row("ff-dense", "ff", False, hidden=3072), row("ff-dense", "ff", True, hidden=3072), fff,
+            row("fff-cuda", "fff", False, depth=11, trees=1)]
+    pairs = comparison_pairs(comp, both)
+    assert len(pairs) == 2 and all(num["bias"] == den["bias"] for num, den, *_ in pairs)
