@@ -212,7 +212,8 @@ MAIN_VARIANTS = [("v3", dict(variant="v3")),
                  ("v4", dict(variant="v4")),
                  ("v4 W1 first", dict(variant="v4", w1first=True)),
                  ("v4 W1 first, no k-split", dict(variant="v4", w1first=True, ksplit=(1, 1, 1))),
-                 ("v4 W1 first, k-split first+middle", dict(variant="v4", w1first=True, ksplit=(2, 2, 1)))]
+                 ("v4 W1 first, k-split first+middle", dict(variant="v4", w1first=True, ksplit=(2, 2, 1))),
+                 ("v4.2 + W1 bulk copy", dict(variant="v4", w1_bulk=True))]
 
 
 def sm_clock():
@@ -303,7 +304,10 @@ def section_main(B, variants):
             log(f"  ERROR do_bench:\n{traceback.format_exc()}")
 
 
-def section_trace(B=16384, opts_list=((), (("w1first", True),))):
+TRACE_LABELS = {(): "default ", (("w1first", True),): "W1 first", (("w1_bulk", True),): "W1 bulk "}
+
+
+def section_trace(B=16384, opts_list=((), (("w1first", True),), (("w1_bulk", True),))):
     """Per-block phase times of the default staged configuration (clock64 and globaltimer)."""
     layer = fb.FFF(width=768, depth=11)
     w = layer.init_weights(0)
@@ -331,7 +335,7 @@ def section_trace(B=16384, opts_list=((), (("w1first", True),))):
                 ph["output"] = t[act, 6] - t[act, 5]
             ph["block"] = t[act, 7] - t[act, 2]
             parts = " | ".join(f"{n} {v.mean() * cyc:5.2f}/{v.max() * cyc:5.2f}" for n, v in ph.items())
-            log(f"  {dtype:8s} {'W1 first' if opts else 'default ':8s} stage {st}: {int(launched.sum())} blocks ({int(act.sum())} with rows), span "
+            log(f"  {dtype:8s} {TRACE_LABELS.get(tuple(opts), str(opts)):8s} stage {st}: {int(launched.sum())} blocks ({int(act.sum())} with rows), span "
                 f"{span:5.1f} us, last block starts {ramp:4.1f} us after the first | {parts}")
             ROWS.append(dict(section="trace", dtype=dtype, opts=str(opts), stage=st, span_us=span, ramp_us=ramp, blocks=int(launched.sum()),
                              active=int(act.sum()), **{n: float(v.mean() * cyc) for n, v in ph.items()},

@@ -80,7 +80,9 @@ def test_cuda_backend_matches_reference(name, layer, batch):
                                           ("v3", dict(rows_per_warp=4)), ("v4", {}), ("v4", dict(pdl=True)),
                                           ("v4", dict(small_max=0, tiny_max=0)),
                                           ("v4", dict(small_max=1 << 30, tiny_max=0, spec=3)),
-                                          ("v4", dict(tiles=(2, 3, 2), ksplit=(2, 2, 2), hints=(0, 0)))])
+                                          ("v4", dict(tiles=(2, 3, 2), ksplit=(2, 2, 2), hints=(0, 0))),
+                                          ("v4", dict(w1_bulk=True, small_max=0, tiny_max=0)),
+                                          ("v4", dict(w1_bulk=True, w1first=True, tiles=(2, 3, 2), ksplit=(2, 2, 2)))])
 def test_fff_cuda_variants_match_reference(dtype, batch, variant, opts):
     import torch
 
@@ -95,6 +97,28 @@ def test_fff_cuda_variants_match_reference(dtype, batch, variant, opts):
     res = check_output(y2.float().cpu().numpy(), Reference.compute(layer, w, x), dtype, "fff")
     assert res.passed, res.reason
     assert torch.equal(y, y2), "a second call differs: per-call state was not reset"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("layer", [fb.FFF(width=256, depth=12), fb.FFF(width=512, depth=7), fb.FFF(width=1024, depth=9),
+                                   fb.FFF(width=768, depth=5)], ids=lambda l: l.label.replace(" ", "_"))
+def test_fff_cuda_w1_bulk_matches_reference(dtype, layer):
+    """The staged path with W1 by bulk copy (every width's kernels, short last stages)."""
+    import torch
+
+    from fffbench.backends.cuda_kernels import FffOptimized
+
+    w = layer.init_weights(7)
+    x = fb.make_input("gaussian", 777, layer.width, seed=8)
+    k = FffOptimized(layer, w, "cuda", dtype, w1_bulk=True, small_max=0, tiny_max=0)
+    xt = torch.as_tensor(x).to("cuda", {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype])
+    y, y2 = k(xt), k(xt)
+    res = check_output(y2.float().cpu().numpy(), Reference.compute(layer, w, x), dtype, "fff")
+    assert res.passed, res.reason
+    assert torch.equal(y, y2), "a second call differs: per-call state was not reset"
+    if torch.cuda.get_device_capability()[0] >= 9:
+        assert "bulk copy (one" in k.describe()
 
 
 @pytest.mark.gpu

@@ -106,6 +106,44 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
+// Hopper bulk copy (TMA without a tensor map) completing on an mbarrier in shared memory. Used by
+// the staged path's w1_bulk option only; the bodies are empty below sm_90, where the kernel takes
+// the cp.async path instead (BULK is forced off there, so these are never reached).
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t arrivals) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(arrivals) : "memory");
+    // make the initialised barrier visible to the async proxy (the bulk copies' complete_tx) and,
+    // after the block barrier that follows, to the other threads
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+// one arrival that also raises the phase's expected transaction count by bytes
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+#endif
+}
+// bytes (multiple of 16) from global src to shared dst (both 16-byte aligned); completes on bar
+__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+#endif
+}
+// wait until the phase of the given parity has completed (acquire: its bulk writes are visible)
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t done = 0;
+    while (!done) {
+        asm volatile("{\n\t.reg .pred p;\n\t"
+                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                     "selp.u32 %0, 1, 0, p;\n\t}"
+                     : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    }
+#endif
+}
+
 // ------------------------------------------------------------------------------------------
 // staged path
 // ------------------------------------------------------------------------------------------
@@ -329,12 +367,24 @@ __device__ __forceinline__ void bag(const StageArgs& a, unsigned char* ring, con
 template <bool F32, bool FINAL, int DEPTH, int KSPLIT>
 struct MinBlocks { static constexpr int value = KSPLIT > 1 ? 2 : DEPTH >= 8 ? 2 : (F32 || FINAL ? 3 : 4); };
 
+// shared memory a stage kernel is launched with: the layout above, plus (BULK) 16 bytes at its
+// end for the W1 fill's mbarrier (the layout's size is a multiple of 16, so it is 8-byte aligned)
+template <typename T>
+__host__ __device__ inline size_t stage_smem_launch(int d, int warps, bool final_, bool bulk) {
+    return stage_smem<T>(d, warps, final_) + (bulk ? 16 : 0);
+}
+
 // KB = k-blocks of 128 bytes per row (d * sizeof(T) / 128); FINAL: this stage writes y.
 // x is prefetched DEPTH k-blocks ahead in registers, issued in groups of G k-blocks (G = 4: each
 // thread's loads of a row cover 512 contiguous bytes at once). KSPLIT warps share a 16-row tile,
 // each taking KB / KSPLIT of the k-blocks (more warps, each with a shorter chain); their partial
 // logits meet in shared memory, and in the last stage they take turns over the output's chunks.
-template <typename T, int KB, bool FINAL, int DEPTH, int G, int KSPLIT>
+// BULK (the w1_bulk option, sm_90 and up): the subtree's W1 rows come in by one cp.async.bulk per
+// row, issued by one thread and completing on an mbarrier, instead of 16-byte cp.async by every
+// thread; everyone waits on the barrier (phase 0: a block fills its W1 rows exactly once) before
+// the first MMA reads them. The W2 ring that later reuses the region starts after that wait and a
+// block barrier, so the bulk writes are complete before any cp.async of the ring lands there.
+template <typename T, int KB, bool FINAL, int DEPTH, int G, int KSPLIT, bool BULK>
 __global__ void __launch_bounds__(128 * KSPLIT, MinBlocks<Is32<T>::value, FINAL, DEPTH, KSPLIT>::value)
 stage_kernel(StageArgs a) {
     static_assert(KB % KSPLIT == 0, "k-blocks must split evenly");
@@ -356,6 +406,18 @@ stage_kernel(StageArgs a) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
     const int rpb = warps / KSPLIT * TILE;
     const int tile = warp / KSPLIT, half = warp % KSPLIT;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr bool kBulk = BULK;
+#else
+    constexpr bool kBulk = false;  // no bulk copy below sm_90: the cp.async fill
+#endif
+    uint32_t sBar = 0;  // the W1 fill's mbarrier (kBulk only), past the end of the layout
+    if constexpr (kBulk) {
+        sBar = (uint32_t)__cvta_generic_to_shared(smem + stage_smem<T>(a.d, warps, FINAL));
+        if (tid == 0) mbar_init(sBar, 1);  // one arrival (tid 0's expect_tx) plus the bytes
+        // the work assignment below passes at least one __syncthreads before the fill: every
+        // thread sees the initialised barrier before it waits on it
+    }
 
     // ---- which group and which rows of it this block takes
     if (a.in_cnt == nullptr) {
@@ -401,14 +463,33 @@ stage_kernel(StageArgs a) {
     // ---- the subtree's W1 rows into shared memory (async), biases, the bag's node list
     {
         const int chunks = a.d * (int)sizeof(T) / 16;
-        for (int i = tid; i < 16 * chunks; i += blockDim.x) {
-            const int m = i / chunks, c = i - m * chunks;
-            unsigned char* dst = sW + m * sw + c * 16;
-            if (m < nsub) {
-                const int j = 31 - __clz(m + 1), node = ((R + 1) << j) - 1 + (m + 1 - (1 << j));
-                cp_async16(dst, static_cast<const unsigned char*>(a.w1) + (size_t)node * a.d * sizeof(T) + c * 16);
-            } else {
-                *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+        if constexpr (kBulk) {
+            // rows 0..nsub-1: one bulk copy each (d * sizeof(T) bytes: a multiple of 128; rows
+            // start at multiples of sw = d * sizeof(T) + 64 from the 16-byte aligned region)
+            const uint32_t rb = (uint32_t)(a.d * (int)sizeof(T));
+            if (tid == 0) {
+                mbar_arrive_expect_tx(sBar, (uint32_t)nsub * rb);
+                const uint32_t dst0 = (uint32_t)__cvta_generic_to_shared(sW);
+                for (int m = 0; m < nsub; m++) {
+                    const int j = 31 - __clz(m + 1), node = ((R + 1) << j) - 1 + (m + 1 - (1 << j));
+                    bulk_g2s(dst0 + (uint32_t)(m * sw), static_cast<const unsigned char*>(a.w1) + (size_t)node * rb, rb, sBar);
+                }
+            }
+            // rows nsub..15 (at least row 15) are zeros, written by everyone as before
+            for (int i = tid; i < (16 - nsub) * chunks; i += blockDim.x) {
+                const int m = nsub + i / chunks, c = i % chunks;
+                *reinterpret_cast<uint4*>(sW + m * sw + c * 16) = make_uint4(0, 0, 0, 0);
+            }
+        } else {
+            for (int i = tid; i < 16 * chunks; i += blockDim.x) {
+                const int m = i / chunks, c = i - m * chunks;
+                unsigned char* dst = sW + m * sw + c * 16;
+                if (m < nsub) {
+                    const int j = 31 - __clz(m + 1), node = ((R + 1) << j) - 1 + (m + 1 - (1 << j));
+                    cp_async16(dst, static_cast<const unsigned char*>(a.w1) + (size_t)node * a.d * sizeof(T) + c * 16);
+                } else {
+                    *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+                }
             }
         }
         cp_async_commit();
@@ -454,7 +535,8 @@ stage_kernel(StageArgs a) {
     xa += half * KBH * 128;
     xb += half * KBH * 128;
     if (a.w1first) {  // block-uniform
-        cp_async_wait_all();
+        if constexpr (kBulk) mbar_wait(sBar, 0);
+        else cp_async_wait_all();
         __syncthreads();
     }
     uint4 bufA[DEPTH][2], bufB[DEPTH][2];
@@ -467,7 +549,8 @@ stage_kernel(StageArgs a) {
             }
         }
     }
-    cp_async_wait_all();
+    if constexpr (kBulk) mbar_wait(sBar, 0);  // returns at once if the w1first wait saw it complete
+    else cp_async_wait_all();
     __syncthreads();
     TRACE(4, clock64());
     if (!FINAL && KSPLIT == 1 && !active) return;
@@ -873,6 +956,7 @@ static constexpr int MAXST = 8;
 struct V4Plan {
     int dtype, B, d, dout, L, small, spec, pdl, hint0, hint1, nst, sms, xdepth, xgroup;
     int w1first;
+    int w1bulk;           // W1 rows by cp.async.bulk on an mbarrier (sm_90+, w1 16-byte aligned; else 0)
     int tiles[3], ks[3];  // by stage class [first, middle, last]: 16-row tiles per block, warps per tile
     unsigned long long* trace;  // null, or MAXST x 1024 blocks x 8 words
     const void *w1, *b1, *w2;
@@ -888,7 +972,7 @@ struct V4Plan {
 
 template <typename T> struct KB768 { static constexpr int value = 768 * (int)sizeof(T) / 128; };
 
-template <typename T, int KB, bool FINAL, int D, int G, int KS>
+template <typename T, int KB, bool FINAL, int D, int G, int KS, bool BULK>
 static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
     StageArgs a;
     a.x = x; a.y = y; a.w1 = p.w1; a.b1 = p.b1; a.w2 = p.w2; a.acts = p.acts;
@@ -911,45 +995,53 @@ static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cu
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr; cfg.numAttrs = (p.pdl && s > 0) ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, stage_kernel<T, KB, FINAL, D, G, KS>, a);
+    return cudaLaunchKernelEx(&cfg, stage_kernel<T, KB, FINAL, D, G, KS, BULK>, a);
 }
 
-template <typename T, int KB, bool FINAL, int D, int G, int KS>
+template <typename T, int KB, bool FINAL, int D, int G, int KS, bool BULK>
 static int setup_one(const V4Plan& p, int c) {  // blocks per SM, or -(CUDA error)
-    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, FINAL, D, G, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem[c]);
+    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, FINAL, D, G, KS, BULK>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem[c]);
     if (e) return -(int)e;
     int n = 0;
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, FINAL, D, G, KS>, 32 * p.tiles[c] * KS, p.smem[c]);
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, FINAL, D, G, KS, BULK>, 32 * p.tiles[c] * KS, p.smem[c]);
     return e ? -(int)e : n;
 }
 
 // which instantiation stage s runs: for d = 768 its class's k-split and the plan's prefetch;
-// other widths (4, 1) without k-split
-template <typename T, int KB>
-static cudaError_t launch_stage(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
+// other widths (4, 1) without k-split; BULK: the plan's w1bulk
+template <typename T, int KB, bool B_>
+static cudaError_t launch_stage_b(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
     const int c = p.cls(s);
     if constexpr (KB == KB768<T>::value) {
-        if (c == 2) return p.ks[2] == 2 ? launch_one<T, KB, true, 4, 1, 2>(p, s, x, y, st) : launch_one<T, KB, true, 4, 1, 1>(p, s, x, y, st);
-        if (p.ks[c] == 2) return launch_one<T, KB, false, 4, 1, 2>(p, s, x, y, st);
-        if (p.xdepth == 8) return p.xgroup == 4 ? launch_one<T, KB, false, 8, 4, 1>(p, s, x, y, st)
-                                                : launch_one<T, KB, false, 8, 1, 1>(p, s, x, y, st);
-        return launch_one<T, KB, false, 4, 1, 1>(p, s, x, y, st);
+        if (c == 2) return p.ks[2] == 2 ? launch_one<T, KB, true, 4, 1, 2, B_>(p, s, x, y, st) : launch_one<T, KB, true, 4, 1, 1, B_>(p, s, x, y, st);
+        if (p.ks[c] == 2) return launch_one<T, KB, false, 4, 1, 2, B_>(p, s, x, y, st);
+        if (p.xdepth == 8) return p.xgroup == 4 ? launch_one<T, KB, false, 8, 4, 1, B_>(p, s, x, y, st)
+                                                : launch_one<T, KB, false, 8, 1, 1, B_>(p, s, x, y, st);
+        return launch_one<T, KB, false, 4, 1, 1, B_>(p, s, x, y, st);
     } else {
-        return c == 2 ? launch_one<T, KB, true, 4, 1, 1>(p, s, x, y, st) : launch_one<T, KB, false, 4, 1, 1>(p, s, x, y, st);
+        return c == 2 ? launch_one<T, KB, true, 4, 1, 1, B_>(p, s, x, y, st) : launch_one<T, KB, false, 4, 1, 1, B_>(p, s, x, y, st);
     }
+}
+template <typename T, int KB>
+static cudaError_t launch_stage(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
+    return p.w1bulk ? launch_stage_b<T, KB, true>(p, s, x, y, st) : launch_stage_b<T, KB, false>(p, s, x, y, st);
 }
 
 // blocks per SM of class c's kernel (setting its shared-memory limit), or -(CUDA error)
+template <typename T, int KB, bool B_>
+static int setup_class_b(const V4Plan& p, int c) {
+    if constexpr (KB == KB768<T>::value) {
+        if (c == 2) return p.ks[2] == 2 ? setup_one<T, KB, true, 4, 1, 2, B_>(p, c) : setup_one<T, KB, true, 4, 1, 1, B_>(p, c);
+        if (p.ks[c] == 2) return setup_one<T, KB, false, 4, 1, 2, B_>(p, c);
+        if (p.xdepth == 8) return p.xgroup == 4 ? setup_one<T, KB, false, 8, 4, 1, B_>(p, c) : setup_one<T, KB, false, 8, 1, 1, B_>(p, c);
+        return setup_one<T, KB, false, 4, 1, 1, B_>(p, c);
+    } else {
+        return c == 2 ? setup_one<T, KB, true, 4, 1, 1, B_>(p, c) : setup_one<T, KB, false, 4, 1, 1, B_>(p, c);
+    }
+}
 template <typename T, int KB>
 static int setup_class(const V4Plan& p, int c) {
-    if constexpr (KB == KB768<T>::value) {
-        if (c == 2) return p.ks[2] == 2 ? setup_one<T, KB, true, 4, 1, 2>(p, c) : setup_one<T, KB, true, 4, 1, 1>(p, c);
-        if (p.ks[c] == 2) return setup_one<T, KB, false, 4, 1, 2>(p, c);
-        if (p.xdepth == 8) return p.xgroup == 4 ? setup_one<T, KB, false, 8, 4, 1>(p, c) : setup_one<T, KB, false, 8, 1, 1>(p, c);
-        return setup_one<T, KB, false, 4, 1, 1>(p, c);
-    } else {
-        return c == 2 ? setup_one<T, KB, true, 4, 1, 1>(p, c) : setup_one<T, KB, false, 4, 1, 1>(p, c);
-    }
+    return p.w1bulk ? setup_class_b<T, KB, true>(p, c) : setup_class_b<T, KB, false>(p, c);
 }
 
 // returns 0 or a CUDA error; fills resident[] (PDL only where a stage's grid fits at once)
@@ -1011,7 +1103,7 @@ int fff_v4_supported(int dtype, int d, int dout, int K, int depth, char* why, in
 void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, const void* b1, const void* w2,
                   float* acts, int nst, const int* l0, const int* nlev, void* const* cnt, void* const* slots,
                   int* done, int small, int spec, int pdl, int hint0, int hint1, const int* tiles, const int* ks,
-                  int xdepth, int xgroup, int w1first, unsigned long long* trace, int* err) {
+                  int xdepth, int xgroup, int w1first, int w1bulk, unsigned long long* trace, int* err) {
     *err = 0;
     if (nst < 1 || nst > MAXST) { *err = -2; return nullptr; }
     for (int c = 0; c < 3; c++)
@@ -1024,9 +1116,12 @@ void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, cons
     p->trace = trace; p->w1first = w1first;
     p->xdepth = xdepth == 8 ? 8 : 4; p->xgroup = (xdepth == 8 && xgroup == 4) ? 4 : 1;
     p->w1 = w1; p->b1 = b1; p->w2 = w2; p->acts = acts; p->done = done;
-    int dev = 0;
+    int dev = 0, major = 0;
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&p->sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    // bulk copies need sm_90 and 16-byte aligned sources (rows are multiples of 128 bytes)
+    p->w1bulk = w1bulk && major >= 9 && (uintptr_t)w1 % 16 == 0 ? 1 : 0;
     for (int s = 0; s < nst; s++) {
         const int rpb = 16 * p->tiles[p->cls(s)];
         p->l0[s] = l0[s]; p->nlev[s] = nlev[s];
@@ -1037,7 +1132,8 @@ void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, cons
     if (!small) {
         for (int c = 0; c < 3; c++) {
             const int w = p->tiles[c] * p->ks[c];
-            p->smem[c] = dtype == 1 ? stage_smem<__nv_bfloat16>(d, w, c == 2) : stage_smem<float>(d, w, c == 2);
+            p->smem[c] = dtype == 1 ? stage_smem_launch<__nv_bfloat16>(d, w, c == 2, p->w1bulk)
+                                    : stage_smem_launch<float>(d, w, c == 2, p->w1bulk);
         }
         int e = 0;
         if (dtype == 0) {
@@ -1071,6 +1167,9 @@ int fff_v4_probe(int pat, int depth, int g, const void* x, int B, int row_bytes,
 }
 
 void fff_v4_free(void* plan) { delete static_cast<V4Plan*>(plan); }
+
+// What a plan applies of the options asked for: bit 0 = W1 by bulk copy
+int fff_v4_plan_flags(void* plan) { return static_cast<V4Plan*>(plan)->w1bulk ? 1 : 0; }
 
 int fff_v4_run(void* plan, const void* x, void* y, void* stream) {
     const V4Plan& p = *static_cast<V4Plan*>(plan);
