@@ -188,13 +188,14 @@ class Runner:
                 for m in g.members:
                     m.row["started_at"] = g.started
             g.gm.step()
+            g.ended = utc_now()
         if gating and any(m.processes for m in g.members):  # the gate has run: the references are not read again
             for m in g.members:
                 self.refs.discard(m.task.case)
 
     def _close(self, g: _OpenGroup) -> None:
         """The group's rows, then its declared comparisons as paired ratios."""
-        finished, timed = utc_now(), []
+        finished, timed = g.ended or utc_now(), []
         for m in g.members:
             if m.final is not None:
                 continue  # stored when it was decided
@@ -279,6 +280,9 @@ class _OpenGroup:
     pairs: list
     gm: GroupMeasurement
     started: str = field(default="")
+    #: when its last process ended, taken while the device was still held: the measurement's end,
+    #: so that an interval never reaches into the next holder's
+    ended: str = field(default="")
 
 
 def _by_regime(members: list[Member]) -> list[list[Member]]:
