@@ -88,7 +88,7 @@ def build(spec: str, batch: int, dtype: str, threads: int):
 
 
 def bench(specs, batch, dtype, threads, rounds, min_time):
-    from fffbench.runner import pinned_threads
+    from fffbench.env import pinned_threads
 
     with pinned_threads(threads):
         ks = [build(s, batch, dtype, threads) for s in specs]

@@ -305,3 +305,28 @@ def test_encoder_on_cuda(ckpt_dir, model, backend, dtype):
     k = members.build(case, backend, casedata.weights_of(case), 1)
     y = k.run(k.prepare(casedata.input_of(case)))
     assert y.is_cuda and y.shape == (96, 16)
+
+
+def test_routing_figure_separates_a_batch_sweep_and_draws_uniform_routing_of_the_same_rows():
+    """Records that differ only in batch size are separate lines, each labelled by its batch; the
+    uniform reference of each is uniform routing of its own rows over its own tree."""
+    from fffbench.plots.routing import routing_data, uniform_shares
+    from fffbench.runs import Runs
+
+    def rec(rows, key):
+        leaves = np.zeros((1, 8), dtype=int)
+        leaves[0, :min(rows, 8)] = 1
+        leaves[0, 0] += rows - leaves.sum()
+        return {"run": "r", "key": key, "source": "layer", "input": "gaussian", "rows": rows, "trees": 1,
+                "depth": 2, "leaves": 8, "leaf_counts": leaves.tolist(),
+                "levels": [{"level": 0, "distinct": 1, "possible": 1, "uniform": 1.0}]}
+
+    runs = Runs.__new__(Runs)
+    runs.routing = [rec(1, "a"), rec(64, "b")]
+    data = routing_data(runs)
+    assert set(data.label) == {"B=1", "B=64"}
+    one = data[(data.label == "B=1") & (data.panel == "leaves")]
+    assert one.y.dropna().tolist() == [1.0] and one.uniform.dropna().tolist() == [1.0]
+    assert uniform_shares(8, 64).sum() == pytest.approx(1.0)
+    assert uniform_shares(2048, 16).tolist()[:16] == [1 / 16] * 16  # rows far fewer than leaves: each its own
+    assert (uniform_shares(2048, 4096, 1) == uniform_shares(2048, 4096, 1)).all()  # fixed seed: same figure

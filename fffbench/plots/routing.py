@@ -1,7 +1,9 @@
 """The routing figure: how rows spread over the leaves (shares by rank) and how many nodes of each
-level a batch visits, for each model layer and input, against uniform routing."""
+level a batch visits, for each routing record (a layer on an input at one batch size), against
+uniform routing of the same rows over the same tree."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -14,10 +16,37 @@ from fffbench.runs import Runs
 MAX_LINES = len(COLORS)
 
 
-def _label(r) -> str:
-    layer = f"L{int(r['layer_index'])}" if r["layer_index"] == r["layer_index"] and r["layer_index"] is not None else ""
-    where = "in encoder" if r["source"] == "encoder" else str(r["input"])
-    return f"{layer} {where}".strip()
+#: what tells two routing records apart, in the order a label names it
+_PARTS = ("checkpoint", "layer_index", "input", "shape", "rows")
+
+
+def _part(col: str, v) -> str:
+    if v is None or v != v:
+        return ""
+    return {"layer_index": lambda: f"L{int(v)}", "rows": lambda: f"B={int(v)}", "shape": lambda: str(v)}.get(
+        col, lambda: str(v))()
+
+
+def _labels(chosen: pd.DataFrame) -> list[str]:
+    """A label per record naming only what varies between the drawn records (layer, input, tree
+    shape, batch), so that records of a batch sweep are separate lines, not one zigzag."""
+    varying = [c for c in _PARTS if chosen[c].map(str).nunique() > 1]
+    if not varying:
+        varying = ["input"]
+    return [" ".join(p for p in (_part(c, r[c]) for c in varying) if p) or "all rows" for _, r in chosen.iterrows()]
+
+
+def uniform_shares(leaves: int, rows, trees=1) -> np.ndarray:
+    """The leaf shares by rank that uniform routing of ``rows`` rows over ``leaves`` leaves gives,
+    averaged over ``trees`` trees as the measured curve is: simulated with a fixed seed (the same
+    figure every time), because with rows near the leaf count chance alone gives a Poisson
+    staircase that a flat line at 1/leaves would misread as skew."""
+    leaves = int(leaves)
+    rows = int(rows) if rows == rows and rows else 4 * leaves
+    t = max(1, min(int(trees) if trees == trees and trees else 1, 16))
+    counts = np.random.default_rng(0).multinomial(rows, np.full(leaves, 1.0 / leaves), size=t)
+    c = np.sort(counts, axis=1)[:, ::-1] / rows
+    return c.mean(axis=0)
 
 
 def routing_data(runs: Runs) -> pd.DataFrame:
@@ -30,13 +59,15 @@ def routing_data(runs: Runs) -> pd.DataFrame:
     recs = {r.get("key"): r for r in runs.routing}
     chosen = table[table["source"] == "layer"] if (table["source"] == "layer").any() else table
     out = []
-    for _, r in chosen.head(MAX_LINES).iterrows():
-        rec, label = recs.get(r["key"], {}), _label(r)
+    chosen = chosen.head(MAX_LINES)
+    for (_, r), label in zip(chosen.iterrows(), _labels(chosen)):
+        rec = recs.get(r["key"], {})
         shares = leaf_shares(rec)
-        for rank, s in enumerate(shares, 1):
-            if s > 0:
-                out.append({"run": r["run"], "label": label, "panel": "leaves", "x": rank, "y": float(s),
-                            "uniform": 1.0 / len(shares)})
+        uni = uniform_shares(len(shares), r["rows"], r["trees"]) if len(shares) else shares
+        for rank, (s, u) in enumerate(zip(shares, uni), 1):
+            if s > 0 or u > 0:
+                out.append({"run": r["run"], "label": label, "panel": "leaves", "x": rank,
+                            "y": float(s) if s > 0 else float("nan"), "uniform": float(u) if u > 0 else float("nan")})
         for lv in rec.get("levels") or []:
             out.append({"run": r["run"], "label": label, "panel": "levels", "x": lv["level"],
                         "y": lv["distinct"] / lv["possible"], "uniform": lv["uniform"] / lv["possible"]})
@@ -54,15 +85,22 @@ def plot_routing(runs: Runs, data: pd.DataFrame | None = None):
     for (run, label), d in data.groupby(["run", "label"], sort=False):
         style = {"color": COLORS[labels.index(label) % len(COLORS)],
                  "linestyle": RUN_STYLES[run_list.index(run) % len(RUN_STYLES)], "linewidth": 1.3}
-        leaf = d[d["panel"] == "leaves"]
+        leaf = d[(d["panel"] == "leaves") & d["y"].notna()]
         if len(leaf):
-            ax_leaf.plot(leaf["x"], leaf["y"], label=label if len(run_list) == 1 else f"{label} ({run})", **style)
+            few = {"marker": "o", "markersize": 4} if len(leaf) <= 3 else {}  # a batch of one row is one point
+            ax_leaf.plot(leaf["x"], leaf["y"], label=label if len(run_list) == 1 else f"{label} ({run})", **style,
+                         **few)
         lvl = d[d["panel"] == "levels"]
         ax_lvl.plot(lvl["x"], lvl["y"], marker="o", markersize=3, **style)
+    # uniform routing differs by batch and tree size: one line per distinct expectation
     for ax, panel in ((ax_leaf, "leaves"), (ax_lvl, "levels")):
-        u = data[data["panel"] == panel].drop_duplicates("x").sort_values("x")
-        if len(u):
-            ax.plot(u["x"], u["uniform"], **STYLE["uniform"])
+        seen = set()
+        for _, d in data[data["panel"] == panel].groupby(["run", "label"], sort=False):
+            u = d.sort_values("x")[["x", "uniform"]].dropna()
+            sig = tuple(map(tuple, u.round(12).to_numpy()))
+            if len(u) and sig not in seen:
+                seen.add(sig)
+                ax.plot(u["x"], u["uniform"], **(STYLE["uniform"] | {"linewidth": 0.9}))
     ax_leaf.set_xscale("log")
     ax_leaf.set_yscale("log")
     ax_leaf.set_xlabel("leaf rank (most visited first)")
@@ -78,8 +116,8 @@ def plot_routing(runs: Runs, data: pd.DataFrame | None = None):
     handles, names = ax_leaf.get_legend_handles_labels()
     handles.append(Line2D([], [], label="uniform routing", **STYLE["uniform"]))
     ax_lvl.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
-    fig.suptitle(f"FFF routing of model layers\n{title(runs, data)}", fontsize=10)
+    fig.suptitle(f"FFF routing: rows per leaf and nodes visited per level\n{title(runs, data)}", fontsize=10)
     return fig, data
 
 
-__all__ = ["MAX_LINES", "plot_routing", "routing_data"]
+__all__ = ["MAX_LINES", "plot_routing", "routing_data", "uniform_shares"]
