@@ -107,11 +107,16 @@ def _bars(ax, data: pd.DataFrame, groups: list) -> None:
 
 
 def _limits_and_paper(ax, data: pd.DataFrame, groups: list) -> None:
+    """Neuron limits per group; each paper figure's star once, at the first group whose bar is its
+    definition's pair (the same pair can be a level column and best against best)."""
+    starred = set()
     for xg, g in enumerate(groups):
         d = data[data["group"] == g]
         ax.hlines(d["neuron_limit"].iloc[0], xg - 0.45, xg + 0.45, **STYLE["neuron"])
         p = d.dropna(subset=["paper"])
+        p = p[~p["figure"].isin(starred)] if "figure" in p else p
         if len(p):
+            starred.update(p["figure"].dropna())
             sec = bool(p["paper_secondary"].iloc[0])
             ax.plot([xg], [p["paper"].iloc[0]], color="white" if sec else "goldenrod", **STYLE["paper"])
             ax.annotate(f"paper {p['paper'].iloc[0]:g}x" + (" (secondary)" if sec else ""), (xg, p["paper"].iloc[0]),
@@ -129,7 +134,15 @@ def _legend(ax, data: pd.DataFrame) -> None:
         if (drawn["paper_secondary"] == secondary).any():
             handles.append(Line2D([], [], color=color, label="paper's figure" + (" (secondary)" if secondary else ""),
                                   **STYLE["paper"]))
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    # below the axes, so that the bars get the figure's whole width (names of several runs are long)
+    ax.figure.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=2 if len(handles) > 3 else
+                     len(handles), frameon=False)
+
+
+def _wrap(group: str) -> str:
+    """A bar group's tick label on lines of at most 13 characters, so neighbours never overlap."""
+    name, _, rest = group.partition("\n")
+    return "\n".join(textwrap.wrap(name, 13) + ([rest] if rest else []))
 
 
 def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
@@ -139,10 +152,15 @@ def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
     from fffbench import report as R
 
     data = speedup_data(runs) if data is None else data
+    data = data if len(data) else pd.DataFrame(columns=["group", "run", "figure"])
+    drawn = set(data["figure"].dropna()) if "figure" in data else set()
     missing = R.figure_values(runs)
-    missing = missing[(missing["measured"].isna()) & (missing["device"].notna())] if len(missing) else missing
+    # a paper figure none of the runs measured (one run's GPU figure is not "missing" beside a CPU run)
+    missing = missing[missing["device"].notna() & ~missing["figure"].isin(drawn) &
+                      ~missing["figure"].isin(set(missing.loc[missing["measured"].notna(), "figure"]))] \
+        if len(missing) else missing
     n_groups, n_runs = (data["group"].nunique(), data["run"].nunique()) if len(data) else (0, 1)
-    fig = Figure(figsize=(width(max(7.0, (0.9 + 0.3 * n_runs) * n_groups + 3.6)), 6.0), layout="constrained")
+    fig = Figure(figsize=(width(max(7.0, (0.9 + 0.3 * n_runs) * n_groups + 1.2)), 6.4), layout="constrained")
     ax = fig.add_subplot()
     if data.empty:
         return empty(fig, ax, "no FFF and FF rows to compare"), data
@@ -154,7 +172,7 @@ def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
         ax.axvline(n_level - 0.5, color="0.6", linewidth=0.8)
     ax.axhline(1, **STYLE["unity"])
     ax.set_yscale("log")
-    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.set_xticks(range(len(groups)), [_wrap(g) for g in groups], fontsize=8 if len(groups) <= 8 else 7)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_ylabel("speedup: FF time / FFF time (log scale)")
     ax.grid(axis="y", which="both", alpha=0.3)
@@ -168,8 +186,8 @@ def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
     if len(missing):
         note += "\nnot measured here: " + "; ".join(f"paper {r['paper']:g}x ({r['what']})" for _, r in
                                                    missing.drop_duplicates("figure").iterrows())
-    # centred under the axes, which the legend leaves about 60% of the figure: 8-point text runs
-    # about 15 characters an inch, so a line of this many characters stays inside the figure
-    chars = int(fig.get_figwidth() * 0.6 * 15)
+    # centred under the axes, which span about 90% of the figure: 8-point text runs about 15
+    # characters an inch, so a line of this many characters stays inside the figure
+    chars = int(fig.get_figwidth() * 0.9 * 15)
     ax.set_xlabel("\n".join(textwrap.fill(line, chars) for line in note.split("\n")), fontsize=8)
     return fig, data
