@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from fffbench.plots.style import width
+from fffbench.plots.style import empty, width
 
 THRESHOLD = 1.10
 
@@ -16,6 +16,8 @@ def plot_compare(table, runs, threshold: float = THRESHOLD):
     data = table.dropna(subset=["ratio"]).reset_index(drop=True)
     fig = Figure(figsize=(width(9), 1.2 + 0.28 * max(len(data), 3)), layout="constrained")
     ax = fig.add_subplot()
+    if data.empty:
+        return empty(fig, ax, "no case was timed in both runs: nothing to compare (see the unmatched rows)"), data
     colors = {"slower": "#d62728", "faster": "#2ca02c", "same": "#1f77b4", "too few samples to tell": "#7f7f7f"}
     labels = [f"{c} | {b}" + (f" ({o})" if data["other"].nunique() > 1 else "")
               for c, b, o in zip(data["case"], data["backend"], data["other"])]
@@ -37,8 +39,13 @@ def plot_compare(table, runs, threshold: float = THRESHOLD):
     others = list(dict.fromkeys(data["other"])) if len(data) else runs.labels[1:]
     machines = list(dict.fromkeys(runs.machine(r) for r in [base] + others))
     ax.set_title(f"{', '.join(others)} against {base}\n{'; '.join(machines)}", fontsize=9)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "1235" else ""))
+    lo, hi = np.nanmin(data[["ratio", "ci_low"]].to_numpy()), np.nanmax(data[["ratio", "ci_high"]].to_numpy())
+    if hi / lo < 3:  # a narrow range shows no power of ten: label 1 and the thresholds instead
+        ax.set_xticks([1 / threshold, 1, threshold], [f"{1 / threshold:.3g}", "1", f"{threshold:g}"])
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    else:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "1235" else ""))
     handles, _ = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], color="0.5", linestyle=":", label=f"threshold {threshold:g}x"))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
