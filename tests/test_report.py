@@ -424,3 +424,21 @@ def test_a_bias_free_ff_is_the_baseline_of_a_biased_fff_only_when_no_ff_has_its_
             row("fff-cuda", "fff", False, depth=11, trees=1)]
     pairs = comparison_pairs(comp, both)
     assert len(pairs) == 2 and all(num["bias"] == den["bias"] for num, den, *_ in pairs)
+
+
+def test_batch_figure_draws_every_line_its_legend_names_even_at_one_batch_size():
+    """A run of one batch size still draws its roofline limit (a segment, not one invisible point)."""
+    from fffbench.plots import plot_batch
+    from fffbench.plots.scaling import batch_data
+
+    runs = load(MINI)
+    data = batch_data(runs)
+    one = data[data["batch"] == data["batch"].max()]
+    if one["roofline_limit"].isna().all():
+        one = one.assign(roofline_limit=2.0 * one["speedup"])
+    fig, _ = plot_batch(runs, one)
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(n.startswith("roofline") for n in names)
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert dotted and all(len(ln.get_xdata()) >= 2 for ln in dotted)

@@ -1,6 +1,7 @@
 """How cost grows: time against the number of neurons, and speedup against batch size."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -128,7 +129,10 @@ def plot_batch(runs: Runs, data: pd.DataFrame | None = None):
                     label=f"{name}: FF H={d['ff_hidden'].iloc[0]} / FFF {d['fff'].iloc[0]}")
         roof = d.dropna(subset=["roofline_limit"])
         if len(roof):
-            ax.plot(roof["batch"], roof["roofline_limit"], **(STYLE["roofline"] | {"color": color}))
+            xs, ys = roof["batch"].to_numpy(float), roof["roofline_limit"].to_numpy(float)
+            if len(roof) == 1:  # one batch size: a short dotted segment, so what the legend names is drawn
+                xs, ys = np.array([xs[0] / 1.5, xs[0] * 1.5]), np.repeat(ys, 2)
+            ax.plot(xs, ys, **(STYLE["roofline"] | {"color": color}))
             drew_roof = True
     for lim in data["neuron_limit"].unique():
         ax.axhline(lim, **STYLE["neuron"])
