@@ -49,7 +49,8 @@ def plot_scaling(runs: Runs, data: pd.DataFrame | None = None):
     cols = min(len(batches), 4)
     panels = [(d, b) for d in devices for b in batches]
     nrows = -(-len(panels) // cols)
-    fig = Figure(figsize=(width(2.6 * cols + 1.2), 2.5 * nrows + 1.4), layout="constrained")
+    # at least 7 inches: the title and a legend of four columns need it even for one panel
+    fig = Figure(figsize=(width(max(7.0, 2.6 * cols + 1.2)), 2.5 * nrows + 1.4), layout="constrained")
     axes = fig.subplots(nrows, cols, squeeze=False, sharex=True)
     backends = list(dict.fromkeys(data.sort_values("family")["backend"]))
     run_list = list(dict.fromkeys(data["run"]))
