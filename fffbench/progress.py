@@ -39,6 +39,7 @@ class Progress:
     def __init__(self, enabled: bool = True, stream=None, tty: bool | None = None):
         self.stream = stream or sys.stdout
         self.enabled = enabled
+        self._procs = (0, 0)  # (worker processes done, planned), as the runner last reported them
         self.tty = self.stream.isatty() if tty is None else tty
         self.total = self.n = 0
         self.t0 = time.time()
@@ -65,6 +66,11 @@ class Progress:
             self.job = self.bar.add_task("starting", total=total, eta="?")
 
     def eta(self) -> float:
+        """From worker processes where the runner reports them: rows of a group are stored together
+        after its last process, so a rate of rows says 5 minutes where 30 s remain."""
+        done, planned = self._procs
+        if done:
+            return (time.time() - self.t0) / done * max(planned - done, 0)
         if not self.n:
             return float("nan")
         return (time.time() - self.t0) / self.n * (self.total - self.n)
@@ -78,7 +84,8 @@ class Progress:
         turns, so rows are stored near the end: until then the ETA comes from the processes."""
         if not self.enabled:
             return
-        eta = (time.time() - self.t0) / done * max(planned - done, 0) if done else float("nan")
+        self._procs = (done, planned)
+        eta = self.eta() if done else float("nan")
         if self.bar is not None:
             self.bar.update(self.job, description=f"process {done}/{planned}+", eta=duration(eta))
         elif done == planned or done % 10 == 0:
