@@ -159,6 +159,19 @@ def unmatched(runs: Runs, base: str, other: str) -> tuple[int, int]:
     return len(ia.difference(ib)), len(ib.difference(ia))
 
 
+_CPU_FIELDS = (("model", "CPU model"), ("family", "CPU family"), ("model_number", "CPU model number"),
+               ("l2_kib", "L2 size"), ("l3_kib", "L3 size"), ("logical_cores", "CPU count"),
+               ("affinity", "CPU affinity"))
+#: fields every run records; the others are compared only where both runs recorded them
+_CPU_ALWAYS = {"model", "logical_cores", "affinity"}
+
+
+def _cpu_differences(ca: dict, cb: dict) -> list[tuple[str, object]]:
+    """("WHAT differs: A", B) for each CPU field that differs."""
+    return [(f"{what} differs: {ca.get(k)}", cb.get(k)) for k, what in _CPU_FIELDS
+            if ca.get(k) != cb.get(k) and (k in _CPU_ALWAYS or (ca.get(k) is not None and cb.get(k) is not None))]
+
+
 def env_warnings(runs: Runs, base: str, other: str, table: pd.DataFrame | None = None,
                  tolerance: float = 0.10) -> list[str]:
     """What differs between two runs' environments that can move timings, one sentence each."""
@@ -173,9 +186,7 @@ def env_warnings(runs: Runs, base: str, other: str, table: pd.DataFrame | None =
             out.append(f"{what} {'differ' if plural else 'differs'}: {va} ({base}) vs {vb} ({other})")
 
     diff("machines", ea.get("machine"), eb.get("machine"))
-    ca, cb = ea.get("cpu") or {}, eb.get("cpu") or {}
-    for k, what in (("model", "CPU model"), ("logical_cores", "CPU count"), ("affinity", "CPU affinity")):
-        diff(what, ca.get(k), cb.get(k), plural=False)
+    out += [f"{w} ({base}) vs {b} ({other})" for w, b in _cpu_differences(ea.get("cpu") or {}, eb.get("cpu") or {})]
     diff("thread counts", sorted(set(da["threads"])), sorted(set(db["threads"])))
     diff("dtypes", sorted(set(da["dtype"])), sorted(set(db["dtype"])))
     va, vb = ea.get("versions") or {}, eb.get("versions") or {}

@@ -69,11 +69,15 @@ def pinned_threads(n: int):
 
 def cpu_info() -> dict:
     model, flags, cores_per_socket, sockets = platform.processor() or None, set(), None, set()
+    ident: dict = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, val = (s.strip() for s in line.partition(":"))
             if key == "model name" and (model is None or model == platform.processor()):
                 model = val
+            elif key in ("cpu family", "model", "stepping"):
+                name = {"cpu family": "family", "model": "model_number"}.get(key, key)
+                ident.setdefault(name, int(val) if val.isdigit() else val)
             elif key in ("flags", "Features"):
                 flags |= set(val.split())
             elif key == "cpu cores":
@@ -85,7 +89,24 @@ def cpu_info() -> dict:
     physical = cores_per_socket * max(len(sockets), 1) if cores_per_socket else None
     return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(),
             "physical_cores": physical, "affinity": cpu_affinity(),
-            "flags": sorted(f for f in _FLAGS if f in flags)}
+            "flags": sorted(f for f in _FLAGS if f in flags)} | \
+        {k: ident[k] for k in ("family", "model_number", "stepping") if k in ident} | _caches()
+
+
+def _caches() -> dict:
+    """Per-core L2 and the L3 size in KiB (sysfs): a tuned kernel's choices follow them, and two VMs
+    with one masked model name ("AMD EPYC") can differ in both."""
+    out = {}
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    try:
+        for idx in sorted(base.glob("index*")):
+            level, kind = (idx / "level").read_text().strip(), (idx / "type").read_text().strip()
+            size = (idx / "size").read_text().strip()
+            if kind in ("Unified", "Data") and size.endswith("K"):
+                out[f"l{level}{'d' if level == '1' else ''}_kib"] = int(size[:-1])
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 def blas_info() -> list[dict]:
@@ -158,7 +179,10 @@ def git_info() -> dict:
 def machine_name(env: dict) -> str:
     """A short human name for figure titles: the CPU model and core count, plus the GPU if used."""
     cpu = env.get("cpu", {})
-    name = f"{cpu.get('model') or cpu.get('arch')} ({cpu.get('logical_cores')} cores)"
+    model = cpu.get("model") or cpu.get("arch")
+    if model and not any(ch.isdigit() for ch in str(model)) and cpu.get("family") is not None:
+        model = f"{model} family {cpu['family']} model {cpu.get('model_number')}"  # a VM's masked name
+    name = f"{model} ({cpu.get('logical_cores')} cores)"
     gpus = env.get("gpus") or []
     return f"{name} + {gpus[0]['name']}" if gpus else name
 

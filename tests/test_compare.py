@@ -113,6 +113,7 @@ def test_environment_differences_are_warned(copy_run):
         e["ceilings"]["cpu"]["copy_gbps"] /= 2
         e["gpus"] = [{"name": "Some GPU", "max_clocks_mhz": "1980, 2619"}]
         e["env_vars"] = {"OMP_NUM_THREADS": "1"}
+        e["cpu"] |= {"family": 26, "model_number": 2, "l2_kib": 1024}
 
     def rows(r):
         return r | {"threads": 4}
@@ -123,6 +124,7 @@ def test_environment_differences_are_warned(copy_run):
     for what in ("thread counts differ: [1] (cmp-base) vs [4]", "torch version differs", "copy bandwidth differs by -50%",
                  "GPU clocks differ", "environment variables differ"):
         assert what in warns
+    assert "CPU family" not in warns  # the base run predates the field: nothing to compare it with
     t = C.compare_runs(runs)           # thread counts differ: matched without them, and said so
     assert len(t) == 3 and set(t.threads) == {"1 / 4"}
     res = invoke("compare", BASE, other, "--out", other.parent / "out")
@@ -226,3 +228,21 @@ def test_when_it_cannot_tell_it_says_so_never_same(tmp_path):
     before, after = three_sample_runs(tmp_path, [0.80, 1.10, 0.95], [1.0, 0.78, 1.15])
     t = C.compare_runs(load(before, after))
     assert t.verdict.iloc[0] == C.UNSURE
+
+
+def test_two_vms_with_one_masked_cpu_name_are_told_apart(copy_run):
+    """A VM shows "AMD EPYC" for different CPUs: family, model and cache sizes tell them apart, in
+    the machine's name and in compare's warnings."""
+    from fffbench.env import machine_name
+
+    def env_of(family, l2):
+        def env(e):
+            e["cpu"] |= {"model": "AMD EPYC", "family": family, "model_number": 17, "l2_kib": l2}
+            e["machine"] = machine_name(e)
+        return env
+
+    a, b = copy_run(BASE, "zen4", env=env_of(25, 1024)), copy_run(BASE, "zen5", env=env_of(26, 2048))
+    runs = load(a, b)
+    assert runs.machine("zen4").startswith("AMD EPYC family 25 model 17")
+    warns = " | ".join(C.env_warnings(runs, "zen4", "zen5"))
+    assert "CPU family differs: 25 (zen4) vs 26 (zen5)" in warns and "L2 size differs" in warns
