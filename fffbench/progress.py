@@ -79,17 +79,20 @@ class Progress:
         """Said even without progress: e.g. what resuming cut off a torn file."""
         self._line(f"note: {text}")
 
-    def processes(self, done: int, planned: int) -> None:
+    def processes(self, done: int, planned: int, beyond: bool = False) -> None:
         """A worker process finished; ``planned`` is how many the run needs at least. Groups take
-        turns, so rows are stored near the end: until then the ETA comes from the processes."""
+        turns, so rows are stored near the end: until then the ETA comes from the processes.
+        ``beyond``: the plan is exceeded (an interval is still wider than the suite's target), so
+        the count and the ETA are lower bounds and say so."""
         if not self.enabled:
             return
         self._procs = (done, planned)
         eta = self.eta() if done else float("nan")
         if self.bar is not None:
             self.bar.update(self.job, description=f"process {done}/{planned}+", eta=duration(eta))
-        elif done == planned or done % 10 == 0:
-            self._line(f"[process {done}/{planned}+] (ETA {duration(eta)})")
+        elif done == planned or done % 10 == 0 or beyond:
+            why = ", more while an interval is wider than the suite's target_ci" if beyond else ""
+            self._line(f"[process {done}/{planned}+] (ETA {'at least ' if beyond else ''}{duration(eta)}{why})")
 
     def block(self, ev: dict) -> None:
         if self.bar is not None:

@@ -132,8 +132,9 @@ class Runner:
                 if g.gm.wants_more():
                     self._step(g)
                     done += 1
-                    if self.progress:
-                        self.progress.processes(done, max(planned, done + len(pending) - 1))
+                    if self.progress:  # past the plan, at least one more process per group that wants one
+                        wanting = sum(1 for p in pending if p.gm.wants_more())
+                        self.progress.processes(done, max(planned, done + wanting), beyond=done + wanting > planned)
                 if not g.gm.wants_more():  # stored as soon as it is complete
                     pending.remove(g)
                     self._close(g)

@@ -80,12 +80,16 @@ def run_section(path: Path, show: set[str]) -> str:
     if len(comp):
         comp = comp[comp["note"] == ""]
     if len(comp) and "comparisons" in show:
-        lines += ["", "| comparison | device | dtype | FF | FFF | speedup [95% CI] | paper | neuron limit |",
-                  "|---|---|---|---|---|---|---|---|"]
+        by_batch = comp["batch"].nunique() > 1  # a batch sweep: each comparison once per batch size
+        if by_batch:
+            comp = comp.sort_values(["batch"], kind="stable")
+        lines += ["", f"| comparison |{' batch |' if by_batch else ''} device | dtype | FF | FFF | speedup [95% CI] | "
+                  "paper | neuron limit |", "|---|" + ("---|" if by_batch else "") + "---|---|---|---|---|---|---|"]
         for _, c in comp.iterrows():
             paper = "" if c["paper"] is None or pd.isna(c["paper"]) else (
                 f"{c['paper']:g}x" + (" (secondary)" if c["paper_secondary"] else ""))
-            lines.append(f"| {c['label']} | {c['device']} | {c['dtype']} | `{c['ff_backend']}` H={c['ff_hidden']} | "
+            batch = f" {int(c['batch'])} |" if by_batch else ""
+            lines.append(f"| {c['label']} |{batch} {c['device']} | {c['dtype']} | `{c['ff_backend']}` H={c['ff_hidden']} | "
                          f"`{c['fff_backend']}` {c['fff']} | {_x(c['speedup'], c['ci_low'], c['ci_high'])} | "
                          f"{paper} | {c['neuron_limit']:.0f}x |")
     figs_measured = figure_values(runs)
