@@ -55,6 +55,9 @@ SCHEDULES = {
     "bucket-deep-blocks": dict(R=64, S=4, blk=3, pfd=2, nt=1, unit=64, bagc=64, min_rows=4),
     "bucket-regular-stores": dict(R=16, S=3, pfd=1, nt=0, unit=16, dyn=0, bagc=0, min_rows=4),
     "walk-one-thread": dict(min_rows=10 ** 6, mt_rows=10 ** 6, group=3, pf=1),
+    # xpf: phase 2 prefetches the next tile's x (and the next subtree's weights) across units
+    "bucket-lookahead": dict(R=32, S=4, blk=2, xpf=1, unit=0, dyn=1, bagc=64, min_rows=4),
+    "bucket-lookahead-static-units": dict(R=16, S=3, blk=1, xpf=1, pfd=2, unit=16, dyn=0, bagc=-1, min_rows=4),
 }
 
 

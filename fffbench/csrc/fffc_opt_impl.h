@@ -218,7 +218,8 @@ static void SFX(gbag)(int G, long dout, long c0, long c1, const void *w2, const 
  * W2 row the tile uses (the subtree's and the shared ones above it: 70 x 256 bytes at 1x11) stays
  * in L1 while all the tile's rows read it. Measured no faster than the bag per group on the 2-core
  * VM (64 columns slower), so the tuner chooses; the bag's cost there is its FMAs and y's stores. */
-static void SFX(tile_bag)(const bag_t *bag, const int32_t *rows, int R, int32_t *nid, float *act, long L) {
+static void SFX(tile_bag)(const bag_t *bag, const int32_t *rows, int R, int32_t *nid, float *act, long L, pfq_t *q,
+                          size_t per) {
     const size_t es = BF ? 2 : 4;
     for (int i = 0; i < R; i++) fffc_gelu_row(act + (size_t)rows[i] * L, L);
     long cb = bag->cols > 0 ? (bag->cols + 63) / 64 * 64 : bag->dout, c1;
@@ -235,9 +236,26 @@ static void SFX(tile_bag)(const bag_t *bag, const int32_t *rows, int R, int32_t 
                 ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
                 yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
             }
-            SFX(gbag)(G, bag->dout, c0, c1, bag->w2, ni, ac, (int)L, yr, bag->nt);
+            if (q) /* a few lines per 64 columns: bursts of prefetches beyond the miss buffers stall the bag */
+                for (long c = c0; c < c1; c = c + 128 <= c1 ? c + 64 : c1) {
+                    pfq_step(q, per);
+                    SFX(gbag)(G, bag->dout, c, c + 128 <= c1 ? c + 64 : c1, bag->w2, ni, ac, (int)L, yr, bag->nt);
+                }
+            else
+                SFX(gbag)(G, bag->dout, c0, c1, bag->w2, ni, ac, (int)L, yr, bag->nt);
         }
     }
+}
+
+/* prefetch steps per group of rows in a tile's bag (tile_bag with a queue: one per 64 columns) */
+static inline long SFX(bag_steps)(const bag_t *bag) {
+    long cb = bag->cols > 0 ? (bag->cols + 63) / 64 * 64 : bag->dout, n = 0, c1;
+    for (long c0 = 0; c0 < bag->dout; c0 = c1) {
+        c1 = c0 + cb;
+        if (c1 > bag->dout || bag->dout - c1 < 64) c1 = bag->dout;
+        for (long c = c0; c < c1; c = c + 128 <= c1 ? c + 64 : c1) n++;
+    }
+    return n;
 }
 
 /* Node-major walk of a tile of R rows that all sit at node n0 of level l0, down to level l1, in
@@ -262,6 +280,9 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
         int b = l1 - l + 1 < blk ? l1 - l + 1 : blk;
         groups += (R + SFX(bdots_rows)(b) - 1) / SFX(bdots_rows)(b) + nseg;
     }
+    /* with bag->xpf the tile's bag steps the queue too: the next tile's x streams in while y streams out */
+    int bagq = q && bag && bag->xpf && bag->cols >= 0;
+    if (bagq) groups += SFX(bag_steps)(bag) * ((R + 5) / 6);
     size_t per_group = q ? (q->total + groups - 1) / (groups ? groups : 1) : 0;
     for (int l = l0; l <= l1; l += blk) {
         int b = l1 - l + 1 < blk ? l1 - l + 1 : blk, M = (1 << b) - 1, GM = SFX(bdots_rows)(b);
@@ -330,7 +351,7 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
             nseg = nseg2;
         }
     }
-    if (bag && bag->cols >= 0) SFX(tile_bag)(bag, rows, R, nid, act, L);
+    if (bag && bag->cols >= 0) SFX(tile_bag)(bag, rows, R, nid, act, L, bagq ? q : NULL, per_group);
 }
 
 /* One tree, depth D > S: the two-phase, node-major schedule (see the top of fffc_opt.c).
@@ -371,7 +392,7 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
             long r0 = t * R;
             int n = (int)(B - r0 < R ? B - r0 : R);
             long nx = r0 + (long)R * pfd * (p->dyn ? nth : 1), nn = B - nx < R ? B - nx : R;
-            pfq_t q = {(const char *)x, NULL, nx, nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0};
+            pfq_t q = {(const char *)x, NULL, nx, nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0, 0, 0, 0};
             q.total = (size_t)q.n * lines;
             for (int i = 0; i < n; i++) rows[i] = (int32_t)(r0 + i);
             SFX(tile_walk)(x, d, w1, b1, rows, n, 0, 0, S - 1, nid, act, L, tmp, sg, sn, sg2, sn2, leaf, blk,
@@ -401,24 +422,50 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
         int32_t *wk = work + WORK_INTS(R) * (size_t)id;
         int32_t *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4, *sn2 = wk + 5 * R + 6;
         int32_t *leaf = wk + 6 * R + 8;
-        bag_t bag = {p->w2, y, p->dout, p->nt, p->bagc};
+        bag_t bag = {p->w2, y, p->dout, p->nt, p->bagc, p->xpf};
         /* static: the units whose first row falls in the thread's share of the rows */
         long u = 0, lo = B * id / nth, hi = B * (id + 1) / nth;
         if (!p->dyn)
             while (u < nunits && units[3 * u] < lo) u++;
-        for (u = p->dyn ? grab(&next2) : u; u < nunits && (p->dyn || units[3 * u] < hi);
-             u = p->dyn ? grab(&next2) : u + 1) {
+#define UNIT_OK(v) ((v) < nunits && (p->dyn || units[3 * (v)] < hi))
+        /* p->xpf: the thread claims its next unit one ahead, so that the x rows of the tile after the
+         * current one are known across unit boundaries (at S = 8 a subtree has ~64 rows, less than a
+         * tile: within a unit there is no next tile to prefetch) */
+        u = p->dyn ? grab(&next2) : u;
+        long un = !p->xpf ? 0 : p->dyn ? (UNIT_OK(u) ? grab(&next2) : nunits) : u + 1;
+        while (UNIT_OK(u)) {
             long first = units[3 * u], end = first + units[3 * u + 1], sub = units[3 * u + 2];
             for (long i = first; i < end; i += R) {
-                int n = (int)(end - i < R ? end - i : R);
+                int n = (int)(end - i < R ? end - i : R), on = pfd != 0, cross = 0;
                 long nx = i + (long)R * pfd, nn = end - nx < R ? end - nx : R;
-                pfq_t q = {(const char *)x, perm + nx, 0, pfd && nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0};
+                if (p->xpf) { /* the next tile: in this unit, else the first of the next unit */
+                    on = 1, nx = i + R, nn = end - nx < R ? end - nx : R;
+                    if (nn <= 0 && UNIT_OK(un))
+                        cross = 1, nx = units[3 * un], nn = units[3 * un + 1] < R ? units[3 * un + 1] : R;
+                }
+                pfq_t q = {(const char *)x, perm + nx, 0, on && nn > 0 ? (int)nn : 0, rowb, 0, 0, 0, 0, 0, 0, 0};
                 q.total = (size_t)q.n * lines;
+                if (cross && units[3 * un + 2] != sub && ((2L << (D - S)) - 1) * (rowb + (size_t)p->dout * es) <= (256u << 10)) {
+                    /* the next tile starts another subtree: its W1 and W2 rows too where they fit (<= 256 KB:
+                     * S >= 7 at 1x11 d = 768; one contiguous run of 2^(l-S) rows per level l >= S), which
+                     * the walk and the bag would otherwise first touch from DRAM */
+                    long s2 = units[3 * un + 2];
+                    for (long l = S; l <= D; l++) {
+                        long w = 1L << (l - S), n0 = ((1L << l) - 1) + s2 * w;
+                        pfq_range(&q, (const char *)w1 + (size_t)n0 * rowb, (size_t)w * rowb);
+                        pfq_range(&q, (const char *)p->w2 + (size_t)n0 * p->dout * es, (size_t)w * p->dout * es);
+                    }
+                }
                 SFX(tile_walk)(x, d, w1, b1, perm + i, n, (T - 1) + sub, S, (int)D, nid, act, L, tmp, sg, sn, sg2,
-                               sn2, leaf, blk, pfd ? &q : NULL, &bag);
-                if (pfd) pfq_step(&q, q.total);
+                               sn2, leaf, blk, on ? &q : NULL, &bag);
+                if (on) pfq_step(&q, q.total);
             }
+            if (p->xpf)
+                u = un, un = p->dyn ? (UNIT_OK(u) ? grab(&next2) : nunits) : u + 1;
+            else
+                u = p->dyn ? grab(&next2) : u + 1;
         }
+#undef UNIT_OK
     }
 }
 
