@@ -154,11 +154,14 @@ def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
     data = speedup_data(runs) if data is None else data
     data = data if len(data) else pd.DataFrame(columns=["group", "run", "figure"])
     drawn = set(data["figure"].dropna()) if "figure" in data else set()
-    missing = R.figure_values(runs)
-    # a paper figure none of the runs measured (one run's GPU figure is not "missing" beside a CPU run)
-    missing = missing[missing["device"].notna() & ~missing["figure"].isin(drawn) &
-                      ~missing["figure"].isin(set(missing.loc[missing["measured"].notna(), "figure"]))] \
-        if len(missing) else missing
+    values = R.figure_values(runs)
+    # a paper figure none of the runs measured (one run's GPU figure is not "missing" beside a CPU run),
+    # and one measured whose pair is no bar here (the level's fastest FF is another backend)
+    measured = set(values.loc[values["measured"].notna(), "figure"]) if len(values) else set()
+    missing = values[values["device"].notna() & ~values["figure"].isin(drawn) & ~values["figure"].isin(measured)] \
+        if len(values) else values
+    elsewhere = values[values["measured"].notna() & values["ff_backend"].notna() & ~values["figure"].isin(drawn)] \
+        .drop_duplicates("figure") if len(values) and "ff_backend" in values else values.iloc[0:0]
     n_groups, n_runs = (data["group"].nunique(), data["run"].nunique()) if len(data) else (0, 1)
     fig = Figure(figsize=(width(max(7.0, (0.9 + 0.3 * n_runs) * n_groups + 1.2)), 6.4), layout="constrained")
     ax = fig.add_subplot()
@@ -186,6 +189,11 @@ def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
     if len(missing):
         note += "\nnot measured here: " + "; ".join(f"paper {r['paper']:g}x ({r['what']})" for _, r in
                                                    missing.drop_duplicates("figure").iterrows())
+    if len(elsewhere):
+        note += "\nmeasured, not a bar here (its FF is not the level's fastest): " + "; ".join(
+            f"paper {r['paper']:g}x{' (secondary)' if r['secondary'] else ''}: {r['measured']:.3g}x "
+            f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}] ({r['ff_backend']} / {r['fff_backend']})"
+            for _, r in elsewhere.iterrows())
     # centred under the axes, which span about 90% of the figure: 8-point text runs about 15
     # characters an inch, so a line of this many characters stays inside the figure
     chars = int(fig.get_figwidth() * 0.9 * 15)
