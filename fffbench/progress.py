@@ -33,6 +33,11 @@ def time_text(seconds) -> str:
     return f"{seconds * 1e9:.3g} ns"
 
 
+#: without a terminal, a process line at least this often (a group of slow rows, such as the dense
+#: Level 1 layers, stores nothing for minutes: one line per process shows the run is alive)
+QUIET_S = 20.0
+
+
 class Progress:
     """Progress of one run on ``stream`` (default stdout): a bar on a terminal, lines elsewhere."""
 
@@ -40,6 +45,7 @@ class Progress:
         self.stream = stream or sys.stdout
         self.enabled = enabled
         self._procs = (0, 0)  # (worker processes done, planned), as the runner last reported them
+        self._last_line = 0.0
         self.tty = self.stream.isatty() if tty is None else tty
         self.total = self.n = 0
         self.t0 = time.time()
@@ -50,6 +56,7 @@ class Progress:
             self.bar.console.print(text, highlight=False, markup=False)
         else:
             print(text, file=self.stream, flush=True)
+        self._last_line = time.time()
 
     def start(self, store, total: int, done: int) -> None:
         self.total, self.n, self.t0 = total, 0, time.time()
@@ -90,7 +97,7 @@ class Progress:
         eta = self.eta() if done else float("nan")
         if self.bar is not None:
             self.bar.update(self.job, description=f"process {done}/{planned}+", eta=duration(eta))
-        elif done == planned or done % 10 == 0 or beyond:
+        elif done == planned or done % 10 == 0 or beyond or time.time() - self._last_line > QUIET_S:
             why = ", more while an interval is wider than the suite's target_ci" if beyond else ""
             self._line(f"[process {done}/{planned}+] (ETA {'at least ' if beyond else ''}{duration(eta)}{why})")
 
