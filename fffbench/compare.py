@@ -166,9 +166,9 @@ _CPU_FIELDS = (("model", "CPU model"), ("family", "CPU family"), ("model_number"
 _CPU_ALWAYS = {"model", "logical_cores", "affinity"}
 
 
-def _cpu_differences(ca: dict, cb: dict) -> list[tuple[str, object]]:
-    """("WHAT differs: A", B) for each CPU field that differs."""
-    return [(f"{what} differs: {ca.get(k)}", cb.get(k)) for k, what in _CPU_FIELDS
+def _cpu_differences(ca: dict, cb: dict, base: str, other: str) -> list[str]:
+    """One sentence for each CPU field that differs between two runs' environments."""
+    return [f"{what} differs: {ca.get(k)} ({base}) vs {cb.get(k)} ({other})" for k, what in _CPU_FIELDS
             if ca.get(k) != cb.get(k) and (k in _CPU_ALWAYS or (ca.get(k) is not None and cb.get(k) is not None))]
 
 
@@ -186,7 +186,7 @@ def env_warnings(runs: Runs, base: str, other: str, table: pd.DataFrame | None =
             out.append(f"{what} {'differ' if plural else 'differs'}: {va} ({base}) vs {vb} ({other})")
 
     diff("machines", ea.get("machine"), eb.get("machine"))
-    out += [f"{w} ({base}) vs {b} ({other})" for w, b in _cpu_differences(ea.get("cpu") or {}, eb.get("cpu") or {})]
+    out += _cpu_differences(ea.get("cpu") or {}, eb.get("cpu") or {}, base, other)
     diff("thread counts", sorted(set(da["threads"])), sorted(set(db["threads"])))
     diff("dtypes", sorted(set(da["dtype"])), sorted(set(db["dtype"])))
     va, vb = ea.get("versions") or {}, eb.get("versions") or {}

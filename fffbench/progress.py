@@ -94,7 +94,7 @@ class Progress:
         if not self.enabled:
             return
         self._procs = (done, planned)
-        eta = self.eta() if done else float("nan")
+        eta = self.eta()
         if self.bar is not None:
             self.bar.update(self.job, description=f"process {done}/{planned}+", eta=duration(eta))
         elif done == planned or done % 10 == 0 or beyond or time.time() - self._last_line > QUIET_S:

@@ -23,8 +23,9 @@ _PARTS = ("checkpoint", "layer_index", "input", "shape", "rows")
 def _part(col: str, v) -> str:
     if v is None or v != v:
         return ""
-    return {"layer_index": lambda: f"L{int(v)}", "rows": lambda: f"B={int(v)}", "shape": lambda: str(v)}.get(
-        col, lambda: str(v))()
+    if col == "layer_index":
+        return f"L{int(v)}"
+    return f"B={int(v)}" if col == "rows" else str(v)
 
 
 def _labels(chosen: pd.DataFrame) -> list[str]:

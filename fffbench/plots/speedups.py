@@ -114,7 +114,7 @@ def _limits_and_paper(ax, data: pd.DataFrame, groups: list) -> None:
         d = data[data["group"] == g]
         ax.hlines(d["neuron_limit"].iloc[0], xg - 0.45, xg + 0.45, **STYLE["neuron"])
         p = d.dropna(subset=["paper"])
-        p = p[~p["figure"].isin(starred)] if "figure" in p else p
+        p = p[~p["figure"].isin(starred)]
         if len(p):
             starred.update(p["figure"].dropna())
             sec = bool(p["paper_secondary"].iloc[0])
@@ -152,14 +152,12 @@ def plot_speedups(runs: Runs, data: pd.DataFrame | None = None):
     from fffbench import report as R
 
     data = speedup_data(runs) if data is None else data
-    data = data if len(data) else pd.DataFrame(columns=["group", "run", "figure"])
     drawn = set(data["figure"].dropna()) if "figure" in data else set()
     values = R.figure_values(runs)
     # a paper figure none of the runs measured (one run's GPU figure is not "missing" beside a CPU run),
     # and one measured whose pair is no bar here (the level's fastest FF is another backend)
     measured = set(values.loc[values["measured"].notna(), "figure"]) if len(values) else set()
-    missing = values[values["device"].notna() & ~values["figure"].isin(drawn) & ~values["figure"].isin(measured)] \
-        if len(values) else values
+    missing = values[values["device"].notna() & ~values["figure"].isin(measured | drawn)] if len(values) else values
     elsewhere = values[values["measured"].notna() & values["ff_backend"].notna() & ~values["figure"].isin(drawn)] \
         .drop_duplicates("figure") if len(values) and "ff_backend" in values else values.iloc[0:0]
     n_groups, n_runs = (data["group"].nunique(), data["run"].nunique()) if len(data) else (0, 1)
