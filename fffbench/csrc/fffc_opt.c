@@ -91,6 +91,23 @@ typedef struct {
     int xpf;   /* the tile's prefetch queue is also stepped during the bag (p->xpf) */
 } bag_t;
 
+/* The column blocks of a tile's bag (cols rounded up to 64; a tail under 64 joins the last block)
+ * and, with a prefetch queue, its steps of 64 columns (the last step takes the rest of the block):
+ * tile_bag walks them, bag_steps counts them to spread the queue evenly. */
+static inline long bag_block_end(const bag_t *bag, long c0) {
+    long cb = bag->cols > 0 ? (bag->cols + 63) / 64 * 64 : bag->dout, c1 = c0 + cb;
+    return c1 > bag->dout || bag->dout - c1 < 64 ? bag->dout : c1;
+}
+static inline long bag_step_end(long c, long c1) { return c + 128 <= c1 ? c + 64 : c1; }
+static long bag_steps(const bag_t *bag) {
+    long n = 0;
+    for (long c0 = 0, c1; c0 < bag->dout; c0 = c1) {
+        c1 = bag_block_end(bag, c0);
+        for (long c = c0; c < c1; c = bag_step_end(c, c1)) n++;
+    }
+    return n;
+}
+
 #define WORK_INTS(R) (8 * (size_t)(R) + 8)
 
 FFFC_INLINE void prefetch_row(const void *p, size_t bytes) {

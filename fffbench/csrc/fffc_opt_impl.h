@@ -222,10 +222,8 @@ static void SFX(tile_bag)(const bag_t *bag, const int32_t *rows, int R, int32_t 
                           size_t per) {
     const size_t es = BF ? 2 : 4;
     for (int i = 0; i < R; i++) fffc_gelu_row(act + (size_t)rows[i] * L, L);
-    long cb = bag->cols > 0 ? (bag->cols + 63) / 64 * 64 : bag->dout, c1;
-    for (long c0 = 0; c0 < bag->dout; c0 = c1) {
-        c1 = c0 + cb;
-        if (c1 > bag->dout || bag->dout - c1 < 64) c1 = bag->dout; /* the tail joins the last block */
+    for (long c0 = 0, c1; c0 < bag->dout; c0 = c1) {
+        c1 = bag_block_end(bag, c0);
         for (int i0 = 0; i0 < R; i0 += 6) {
             int G = R - i0 < 6 ? R - i0 : 6;
             const int32_t *ni[6];
@@ -237,25 +235,15 @@ static void SFX(tile_bag)(const bag_t *bag, const int32_t *rows, int R, int32_t 
                 yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
             }
             if (q) /* a few lines per 64 columns: bursts of prefetches beyond the miss buffers stall the bag */
-                for (long c = c0; c < c1; c = c + 128 <= c1 ? c + 64 : c1) {
+                for (long c = c0, e; c < c1; c = e) {
+                    e = bag_step_end(c, c1);
                     pfq_step(q, per);
-                    SFX(gbag)(G, bag->dout, c, c + 128 <= c1 ? c + 64 : c1, bag->w2, ni, ac, (int)L, yr, bag->nt);
+                    SFX(gbag)(G, bag->dout, c, e, bag->w2, ni, ac, (int)L, yr, bag->nt);
                 }
             else
                 SFX(gbag)(G, bag->dout, c0, c1, bag->w2, ni, ac, (int)L, yr, bag->nt);
         }
     }
-}
-
-/* prefetch steps per group of rows in a tile's bag (tile_bag with a queue: one per 64 columns) */
-static inline long SFX(bag_steps)(const bag_t *bag) {
-    long cb = bag->cols > 0 ? (bag->cols + 63) / 64 * 64 : bag->dout, n = 0, c1;
-    for (long c0 = 0; c0 < bag->dout; c0 = c1) {
-        c1 = c0 + cb;
-        if (c1 > bag->dout || bag->dout - c1 < 64) c1 = bag->dout;
-        for (long c = c0; c < c1; c = c + 128 <= c1 ? c + 64 : c1) n++;
-    }
-    return n;
 }
 
 /* Node-major walk of a tile of R rows that all sit at node n0 of level l0, down to level l1, in
@@ -282,7 +270,7 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
     }
     /* with bag->xpf the tile's bag steps the queue too: the next tile's x streams in while y streams out */
     int bagq = q && bag && bag->xpf && bag->cols >= 0;
-    if (bagq) groups += SFX(bag_steps)(bag) * ((R + 5) / 6);
+    if (bagq) groups += bag_steps(bag) * ((R + 5) / 6);
     size_t per_group = q ? (q->total + groups - 1) / (groups ? groups : 1) : 0;
     for (int l = l0; l <= l1; l += blk) {
         int b = l1 - l + 1 < blk ? l1 - l + 1 : blk, M = (1 << b) - 1, GM = SFX(bdots_rows)(b);
