@@ -143,6 +143,34 @@ FFFC_INLINE void store_y(void *y, size_t i, v16 v, int bf, int nt) {
     }
 }
 
+/* store_y for one register tile vector (vc): FFFC_VC floats */
+FFFC_INLINE void store_yc(void *y, size_t i, vc v, int bf, int nt) {
+#if FFFC_VC == 16
+    store_y(y, i, v, bf, nt);
+#else
+    if (bf) {
+        u32xc u = (u32xc)v;
+        u = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16; /* to nearest even, as v16_to_bf16 */
+        u16xc h = __builtin_convertvector(u, u16xc);
+#if defined(__AVX__)
+        if (nt) {
+            _mm_stream_si128((__m128i *)((uint16_t *)y + i), (__m128i)h);
+            return;
+        }
+#endif
+        *(u16xcu *)((uint16_t *)y + i) = h;
+    } else {
+#if defined(__AVX__)
+        if (nt) {
+            _mm256_stream_ps((float *)y + i, (__m256)v);
+            return;
+        }
+#endif
+        *(vcu *)((float *)y + i) = v;
+    }
+#endif
+}
+
 /* the next index of a shared counter (work handed out one item at a time) */
 static inline long grab(long *next) { return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); }
 

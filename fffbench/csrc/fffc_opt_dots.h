@@ -6,8 +6,8 @@
  * latency nor one row's dependency on its previous level stalls the core. */
 #define DEF_DOTS(G)                                                                                   \
     FFFC_INLINE void SFX(dots##G)(const void *const *xr, const void *const *wr, long d, float *out) {  \
-        v16 a0[G], a1[G];                                                                             \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = v16_splat(0.0f);          \
+        vc a0[G], a1[G];                                                                             \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = vc_splat(0.0f);          \
         long j = 0;                                                                                   \
         for (; j + 2 * CH <= d; j += 2 * CH) {                                                        \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                     \
@@ -19,11 +19,11 @@
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                       \
                 a0[g] = SFX(fmr)(a0[g], SFX(ldr)(xr[g], j), SFX(ldr)(wr[g], j));                      \
         }                                                                                             \
-        for (; j + 16 <= d; j += 16) {                                                                \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a1[g] += ldv(xr[g], j, BF) * ldv(wr[g], j, BF); \
+        for (; j + FFFC_VC <= d; j += FFFC_VC) {                                                                \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a1[g] += ldc(xr[g], j, BF) * ldc(wr[g], j, BF); \
         }                                                                                             \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                         \
-            float s = v16_hsum(a0[g] + a1[g]);                                                        \
+            float s = vc_hsum(a0[g] + a1[g]);                                                        \
             for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(wr[g], t, BF);                  \
             out[g] = s;                                                                               \
         }                                                                                             \
@@ -41,7 +41,7 @@ DEF_DOTS(8)
 /* One dot alone (a single row's walk, B = 1): four accumulators, so the chain of dependent FMAs is
  * a quarter of the row instead of a half. */
 FFFC_INLINE float SFX(dot4)(const void *x, const void *w, long d) {
-    v16 a0 = v16_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    vc a0 = vc_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
     long j = 0;
     for (; j + 4 * CH <= d; j += 4 * CH) {
         a0 = SFX(fmr)(a0, SFX(ldr)(x, j), SFX(ldr)(w, j));
@@ -50,8 +50,8 @@ FFFC_INLINE float SFX(dot4)(const void *x, const void *w, long d) {
         a3 = SFX(fmr)(a3, SFX(ldr)(x, j + 3 * CH), SFX(ldr)(w, j + 3 * CH));
     }
     for (; j + CH <= d; j += CH) a0 = SFX(fmr)(a0, SFX(ldr)(x, j), SFX(ldr)(w, j));
-    for (; j + 16 <= d; j += 16) a1 += ldv(x, j, BF) * ldv(w, j, BF);
-    float s = v16_hsum((a0 + a1) + (a2 + a3));
+    for (; j + FFFC_VC <= d; j += FFFC_VC) a1 += ldc(x, j, BF) * ldc(w, j, BF);
+    float s = vc_hsum((a0 + a1) + (a2 + a3));
     for (; j < d; j++) s += lds(x, j, BF) * lds(w, j, BF);
     return s;
 }
@@ -73,26 +73,26 @@ static void SFX(dots)(const void *const *xr, const void *const *wr, int G, long 
  * once for all G rows, so a dot costs about one load per FMA instead of two. */
 #define DEF_SDOTS(G)                                                                                   \
     FFFC_INLINE void SFX(sdots##G)(const void *const *xr, const void *w, long d, float *out) {          \
-        v16 a0[G], a1[G];                                                                              \
-        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = v16_splat(0.0f);           \
+        vc a0[G], a1[G];                                                                              \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = a1[g] = vc_splat(0.0f);           \
         long j = 0;                                                                                    \
         for (; j + 2 * CH <= d; j += 2 * CH) {                                                         \
-            v16 w0 = SFX(ldr)(w, j), w1_ = SFX(ldr)(w, j + CH);                                        \
+            vc w0 = SFX(ldr)(w, j), w1_ = SFX(ldr)(w, j + CH);                                        \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
                 a0[g] = SFX(fmr)(a0[g], SFX(ldr)(xr[g], j), w0);                                       \
                 a1[g] = SFX(fmr)(a1[g], SFX(ldr)(xr[g], j + CH), w1_);                                 \
             }                                                                                          \
         }                                                                                              \
         for (; j + CH <= d; j += CH) {                                                                 \
-            v16 w0 = SFX(ldr)(w, j);                                                                   \
+            vc w0 = SFX(ldr)(w, j);                                                                   \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a0[g] = SFX(fmr)(a0[g], SFX(ldr)(xr[g], j), w0); \
         }                                                                                              \
-        for (; j + 16 <= d; j += 16) {                                                                 \
-            v16 w0 = ldv(w, j, BF);                                                                    \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a1[g] += ldv(xr[g], j, BF) * w0;       \
+        for (; j + FFFC_VC <= d; j += FFFC_VC) {                                                                 \
+            vc w0 = ldc(w, j, BF);                                                                    \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a1[g] += ldc(xr[g], j, BF) * w0;       \
         }                                                                                              \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                          \
-            float s = v16_hsum(a0[g] + a1[g]);                                                         \
+            float s = vc_hsum(a0[g] + a1[g]);                                                         \
             for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(w, t, BF);                       \
             out[g] = s;                                                                                \
         }                                                                                              \
@@ -121,32 +121,32 @@ static void SFX(sdots)(const void *const *xr, const void *w, int G, long d, floa
 }
 
 /* Dots of G rows with the M = 2^b - 1 weight rows of a b-level block of the tree (its root, the
- * root's children, ...): one pass over the rows' x for b levels. Per 16 columns: M weight loads and
+ * root's children, ...): one pass over the rows' x for b levels. Per FFFC_VC columns: M weight loads and
  * G x loads feed G*M FMAs, all accumulators in registers (b = 3, G = 3: 10 loads for 21 FMAs). The
  * extra FMAs (7 dots for 3 levels) are cheaper than streaming x through L1 three times. */
 #define DEF_BDOTS(M, G)                                                                                \
     static void SFX(bdots_##M##_##G)(const void *const *xr, const void *const *wr, long d, float *out) { \
-        v16 acc[G][M];                                                                                 \
+        vc acc[G][M];                                                                                 \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] = v16_splat(0.0f);           \
+            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] = vc_splat(0.0f);           \
         long j = 0;                                                                                    \
         for (; j + CH <= d; j += CH) {                                                                 \
-            v16 w[M];                                                                                  \
+            vc w[M];                                                                                  \
             _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) w[m] = SFX(ldr)(wr[m], j);             \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
-                v16 xv = SFX(ldr)(xr[g], j);                                                           \
+                vc xv = SFX(ldr)(xr[g], j);                                                           \
                 _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] = SFX(fmr)(acc[g][m], xv, w[m]); \
             }                                                                                          \
         }                                                                                              \
-        for (; j + 16 <= d; j += 16) {                                                                 \
+        for (; j + FFFC_VC <= d; j += FFFC_VC) {                                                                 \
             _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
-                v16 xv = ldv(xr[g], j, BF);                                                            \
-                _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] += xv * ldv(wr[m], j, BF); \
+                vc xv = ldc(xr[g], j, BF);                                                            \
+                _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) acc[g][m] += xv * ldc(wr[m], j, BF); \
             }                                                                                          \
         }                                                                                              \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                            \
             _Pragma("GCC unroll 8") for (int m = 0; m < M; m++) {                                      \
-                float s = v16_hsum(acc[g][m]);                                                         \
+                float s = vc_hsum(acc[g][m]);                                                         \
                 for (long t = j; t < d; t++) s += lds(xr[g], t, BF) * lds(wr[m], t, BF);               \
                 out[g * 8 + m] = s;                                                                    \
             }                                                                                          \
@@ -163,7 +163,15 @@ DEF_BDOTS(3, 6)
 #undef DEF_BDOTS
 
 /* max rows per call of bdots for a block of b levels */
-static inline int SFX(bdots_rows)(int b) { return b == 3 ? 3 : b == 2 ? 6 : 8; }
+static inline int SFX(bdots_rows)(int b) {
+    /* G rows x M = 2^b - 1 accumulators, M weights and one x in registers: 32 registers take 3 rows of a
+     * 3-level block, 6 of a 2-level one and 8 of one level (two accumulators each); 16 take 1, 3 and 6 */
+#if FFFC_VREGS >= 32
+    return b == 3 ? 3 : b == 2 ? 6 : 8;
+#else
+    return b == 3 ? 1 : b == 2 ? 3 : 6;
+#endif
+}
 
 static void SFX(bdots)(int b, int G, const void *const *xr, const void *const *wr, long d, float *out) {
     if (b == 1) {

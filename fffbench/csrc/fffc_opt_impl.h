@@ -1,14 +1,25 @@
 /* Body of fffc_opt.c, included once per element type: BF (0 float32, 1 bfloat16) and SFX(name). */
 
-/* One multiply-accumulate step of a dot product consumes CH elements of both operands: 16 floats,
- * or with native bf16 32 bf16 (loaded as raw bits and fed to vdpbf16ps). ldr loads a step's
- * operand, fmr accumulates; the remainder of d below CH goes through ldv (converting) and scalars. */
+/* One multiply-accumulate step of a dot product consumes CH elements of both operands: one register
+ * of floats (FFFC_VC), or with native bf16 32 bf16 (loaded as raw bits and fed to vdpbf16ps). ldr
+ * loads a step's operand, fmr accumulates; the remainder of d below CH goes through ldc (converting)
+ * and scalars. */
 #define NATIVE (BF && FFFC_DPBF16)
-#define CH (NATIVE ? 32 : 16)
-FFFC_INLINE v16 SFX(ldr)(const void *p, size_t j) {
-    return NATIVE ? *(const v16u2 *)((const uint16_t *)p + j) : ldv(p, j, BF);
+#define CH (NATIVE ? 32 : FFFC_VC)
+FFFC_INLINE vc SFX(ldr)(const void *p, size_t j) {
+#if BF && FFFC_DPBF16
+    return *(const v16u2 *)((const uint16_t *)p + j);
+#else
+    return ldc(p, j, BF);
+#endif
 }
-FFFC_INLINE v16 SFX(fmr)(v16 acc, v16 a, v16 b) { return NATIVE ? fffc_dpbf16(acc, a, b) : acc + a * b; }
+FFFC_INLINE vc SFX(fmr)(vc acc, vc a, vc b) {
+#if BF && FFFC_DPBF16
+    return fffc_dpbf16(acc, a, b);
+#else
+    return acc + a * b;
+#endif
+}
 
 #include "fffc_opt_dots.h"
 
@@ -55,27 +66,18 @@ static void SFX(bag_group)(int G, int P, long dout, const void *w2, int32_t *con
                            void *const *yr, int nt) {
     for (int g = 0; g < G; g++) fffc_gelu_row(act[g], P); /* the walk left pre-activations */
     long c = 0;
-    for (; c + 128 <= dout; c += 128) {
+    for (; c + 8 * FFFC_VC <= dout; c += 8 * FFFC_VC) {
         for (int g = 0; g < G; g++) {
-            v16 a0 = v16_splat(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            vc a[8];
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) a[k] = vc_splat(0.0f);
             const int32_t *ni = nid[g];
             const float *ac = act[g];
             for (int p = 0; p < P; p++) {
                 size_t o = (size_t)ni[p] * dout + c;
-                v16 s = v16_splat(ac[p]);
-                a0 += s * ldv(w2, o, BF);
-                a1 += s * ldv(w2, o + 16, BF);
-                a2 += s * ldv(w2, o + 32, BF);
-                a3 += s * ldv(w2, o + 48, BF);
-                a4 += s * ldv(w2, o + 64, BF);
-                a5 += s * ldv(w2, o + 80, BF);
-                a6 += s * ldv(w2, o + 96, BF);
-                a7 += s * ldv(w2, o + 112, BF);
+                vc s = vc_splat(ac[p]);
+                _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) a[k] += s * ldc(w2, o + k * FFFC_VC, BF);
             }
-            void *y = yr[g];
-            store_y(y, c, a0, BF, nt), store_y(y, c + 16, a1, BF, nt), store_y(y, c + 32, a2, BF, nt);
-            store_y(y, c + 48, a3, BF, nt), store_y(y, c + 64, a4, BF, nt), store_y(y, c + 80, a5, BF, nt);
-            store_y(y, c + 96, a6, BF, nt), store_y(y, c + 112, a7, BF, nt);
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) store_yc(yr[g], c + k * FFFC_VC, a[k], BF, nt);
         }
     }
     for (; c + 16 <= dout; c += 16)
@@ -138,10 +140,13 @@ static void SFX(walk_all)(const fffc_plan *p, const void *x, void *y, long B, in
     for (long r0 = 0; r0 < B; r0 += G) SFX(walk_group)(p, x, y, r0, (int)(B - r0 < G ? B - r0 : G), nid, act);
 }
 
-/* The embedding bag for a group of G <= 6 rows, y_g = sum_l act_g[l] W2[nid_g[l]], over columns
- * c0..c1 (64 at a time with G x 64 accumulators in registers, then 16, then one). Rows come sorted
- * by path, so at most levels the whole group sits at one node: that W2 chunk is loaded once for all
- * G rows. dout is W2's row length; the caller sweeps column blocks over all of a tile's groups. */
+/* The embedding bag for a group of G <= BAG_ROWS rows, y_g = sum_l act_g[l] W2[nid_g[l]], over
+ * columns c0..c1 (4 registers' worth at a time, G x 4 accumulators in registers, then 16, then one).
+ * Rows come sorted by path, so at most levels the whole group sits at one node: that W2 chunk is
+ * loaded once for all G rows. dout is W2's row length; the caller sweeps column blocks over all of a
+ * tile's groups. BAG_ROWS from the register file: 6 rows x 4 accumulators with 32 registers, 3 with 16. */
+#define BAG_ROWS (FFFC_VREGS >= 32 ? 6 : 3)
+#define BAG_COLS (4 * FFFC_VC)
 #define DEF_GBAG(G)                                                                                    \
     static void SFX(gbag##G)(long dout, long c0, long c1, const void *w2, const int32_t *const *nid,       \
                              const float *const *act, int L, void *const *yr, int nt) {                \
@@ -152,30 +157,29 @@ static void SFX(walk_all)(const fffc_plan *p, const void *x, void *y, long B, in
             same |= (uint64_t)eq << l;                                                                 \
         }                                                                                              \
         long c = c0;                                                                                   \
-        for (; c + 64 <= c1; c += 64) {                                                                \
-            v16 a[G][4];                                                                               \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a[g][0] = a[g][1] = a[g][2] = a[g][3] = v16_splat(0.0f); \
+        for (; c + BAG_COLS <= c1; c += BAG_COLS) {                                                    \
+            vc a[G][4];                                                                                \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) a[g][0] = a[g][1] = a[g][2] = a[g][3] = vc_splat(0.0f); \
             for (int l = 0; l < L; l++) {                                                              \
                 if (same >> l & 1) {                                                                   \
                     size_t o = (size_t)nid[0][l] * dout + c;                                           \
-                    v16 u0 = ldv(w2, o, BF), u1 = ldv(w2, o + 16, BF), u2 = ldv(w2, o + 32, BF), u3 = ldv(w2, o + 48, BF); \
+                    vc u0 = ldc(w2, o, BF), u1 = ldc(w2, o + FFFC_VC, BF), u2 = ldc(w2, o + 2 * FFFC_VC, BF), \
+                       u3 = ldc(w2, o + 3 * FFFC_VC, BF);                                              \
                     _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                              \
-                        v16 s = v16_splat(act[g][l]);                                                  \
+                        vc s = vc_splat(act[g][l]);                                                    \
                         a[g][0] += s * u0, a[g][1] += s * u1, a[g][2] += s * u2, a[g][3] += s * u3;    \
                     }                                                                                  \
                 } else {                                                                               \
                     _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                              \
                         size_t o = (size_t)nid[g][l] * dout + c;                                       \
-                        v16 s = v16_splat(act[g][l]);                                                  \
-                        a[g][0] += s * ldv(w2, o, BF), a[g][1] += s * ldv(w2, o + 16, BF);             \
-                        a[g][2] += s * ldv(w2, o + 32, BF), a[g][3] += s * ldv(w2, o + 48, BF);        \
+                        vc s = vc_splat(act[g][l]);                                                    \
+                        a[g][0] += s * ldc(w2, o, BF), a[g][1] += s * ldc(w2, o + FFFC_VC, BF);        \
+                        a[g][2] += s * ldc(w2, o + 2 * FFFC_VC, BF), a[g][3] += s * ldc(w2, o + 3 * FFFC_VC, BF); \
                     }                                                                                  \
                 }                                                                                      \
             }                                                                                          \
-            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++) {                                      \
-                store_y(yr[g], c, a[g][0], BF, nt), store_y(yr[g], c + 16, a[g][1], BF, nt);           \
-                store_y(yr[g], c + 32, a[g][2], BF, nt), store_y(yr[g], c + 48, a[g][3], BF, nt);      \
-            }                                                                                          \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; g++)                                        \
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) store_yc(yr[g], c + k * FFFC_VC, a[g][k], BF, nt); \
         }                                                                                              \
         for (; c + 16 <= c1; c += 16)                                                                  \
             for (int g = 0; g < G; g++) {                                                              \
@@ -214,7 +218,7 @@ static void SFX(gbag)(int G, long dout, long c0, long c1, const void *w2, const 
 }
 
 /* The bag of a walked tile (rows sorted by path): GELU on every row's pre-activations, then column
- * block by column block over all of the tile's groups of six rows, so that a column block of every
+ * block by column block over all of the tile's groups of BAG_ROWS rows, so that a column block of every
  * W2 row the tile uses (the subtree's and the shared ones above it: 70 x 256 bytes at 1x11) stays
  * in L1 while all the tile's rows read it. Measured no faster than the bag per group on the 2-core
  * VM (64 columns slower), so the tuner chooses; the bag's cost there is its FMAs and y's stores. */
@@ -224,8 +228,8 @@ static void SFX(tile_bag)(const bag_t *bag, const int32_t *rows, int R, int32_t 
     for (int i = 0; i < R; i++) fffc_gelu_row(act + (size_t)rows[i] * L, L);
     for (long c0 = 0, c1; c0 < bag->dout; c0 = c1) {
         c1 = bag_block_end(bag, c0);
-        for (int i0 = 0; i0 < R; i0 += 6) {
-            int G = R - i0 < 6 ? R - i0 : 6;
+        for (int i0 = 0; i0 < R; i0 += BAG_ROWS) {
+            int G = R - i0 < BAG_ROWS ? R - i0 : BAG_ROWS;
             const int32_t *ni[6];
             const float *ac[6];
             void *yr[6];
@@ -270,7 +274,7 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
     }
     /* with bag->xpf the tile's bag steps the queue too: the next tile's x streams in while y streams out */
     int bagq = q && bag && bag->xpf && bag->cols >= 0;
-    if (bagq) groups += bag_steps(bag) * ((R + 5) / 6);
+    if (bagq) groups += bag_steps(bag) * ((R + BAG_ROWS - 1) / BAG_ROWS);
     size_t per_group = q ? (q->total + groups - 1) / (groups ? groups : 1) : 0;
     for (int l = l0; l <= l1; l += blk) {
         int b = l1 - l + 1 < blk ? l1 - l + 1 : blk, M = (1 << b) - 1, GM = SFX(bdots_rows)(b);
@@ -307,8 +311,8 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
                     if (l + b > l1 && l1 + 1 < L) nid[(size_t)r * L + l1 + 1] = (int32_t)((n << b) + M + (loc - M));
                 }
                 if (bag && bag->cols < 0 && l + b > l1)
-                    for (int g0 = 0; g0 < G; g0 += 6) {
-                        int Gb = G - g0 < 6 ? G - g0 : 6;
+                    for (int g0 = 0; g0 < G; g0 += BAG_ROWS) {
+                        int Gb = G - g0 < BAG_ROWS ? G - g0 : BAG_ROWS;
                         const int32_t *ni[6];
                         const float *ac[6];
                         void *yr[6];
@@ -459,3 +463,5 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
 
 #undef NATIVE
 #undef CH
+#undef BAG_ROWS
+#undef BAG_COLS
