@@ -184,7 +184,13 @@ typedef uint32_t u32xc __attribute__((vector_size(FFFC_VC * 4)));
 typedef uint16_t u16xc __attribute__((vector_size(FFFC_VC * 2)));
 typedef uint16_t u16xcu __attribute__((vector_size(FFFC_VC * 2), aligned(2)));
 
-FFFC_INLINE vc vc_splat(float a) { return (vc){0} + a; }
+FFFC_INLINE vc vc_splat(float a) {
+#if FFFC_VC == 16
+    return v16_splat(a);
+#else
+    return (vc){a, a, a, a, a, a, a, a};
+#endif
+}
 FFFC_INLINE float vc_hsum(vc v) {
 #if FFFC_VC == 16
     return v16_hsum(v);
