@@ -1,6 +1,7 @@
 """The native CPU backends (Numba and C): correctness on awkward shapes against the float64
 reference, both schedules of the optimized kernel, bfloat16, thread counts, and the C build's
 skip reasons. Speed is not asserted here; it is measured by `fffbench run`."""
+import itertools
 import os
 import shutil
 
@@ -78,6 +79,38 @@ def test_optimized_schedules(schedule, dtype):
                 assert 0.9 < res.path_agreement <= 1.0
             else:
                 assert res.rel_err < 1e-5 and res.path_agreement == 1.0
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(ln.split(":", 1)[1].split()) for ln in f if ln.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif("avx2" not in _cpu_flags() or not shutil.which("gcc"), reason="needs an AVX2 CPU and gcc")
+def test_optimized_kernel_avx2_tiles(tmp_path, monkeypatch):
+    """The build for 16 vector registers (one-ymm register tiles, fewer rows per tile) is exact on
+    every schedule too. A CPU with AVX-512 builds the 32-register tiles natively, so this build is
+    compiled with AVX-512 switched off."""
+    monkeypatch.setenv("FFFBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", f"{shutil.which('gcc')} -mno-avx512f")
+    _available("fff-c-opt")
+    from fffbench.backends import c_cpu
+
+    assert "avx2" in _cbuild.load().isa and "avx512f" not in _cbuild.load().isa
+    layer = fb.FFF(width=100, depth=7, out_width=72)
+    w = layer.init_weights(seed=4)
+    for dtype, schedule in itertools.product(("float32", "bfloat16"), ("walk", "bucket", "bucket-deep-blocks",
+                                                                       "bucket-regular-stores", "bucket-lookahead")):
+        kern = c_cpu.build_fff_opt(layer, w, device="cpu", dtype=dtype, threads=2, params=SCHEDULES[schedule])
+        assert ("bf16 widened" if dtype == "bfloat16" else "fp32 avx2") in kern.describe()
+        for batch in (2001, 7):
+            x = fb.make_input("gaussian", batch, layer.width, seed=5)
+            res = _check(kern(x), layer, w, x, dtype)
+            if dtype == "float32":
+                assert res.rel_err < 1e-5 and res.path_agreement == 1.0, schedule
 
 
 def test_optimized_kernel_is_tuned_once_per_build(tmp_path, monkeypatch):
