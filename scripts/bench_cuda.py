@@ -1,6 +1,7 @@
 """Development bench for the CUDA FFF kernels: correctness and variants in one GPU call.
 
     python scripts/bench_cuda.py [--out DIR] [--sections shapes,main,small,dense] [--quick]
+                                 [--variants LABEL,...] [--trace-opts default,w1_bulk,colsplit,w1_bulk+colsplit]
 
 Sections:
   shapes  fff-cuda (v4) and fff-cuda-v3 against the float64 reference on awkward shapes and batches
@@ -8,8 +9,8 @@ Sections:
           eager and graph (CUDA events, median, warm L2), do_bench on Kernel.run for the backends,
           and each kernel's time and the launch gaps from the torch profiler
   small   B = 1 .. 1024: the one-launch paths, the staged path and v3, eager and graph
-  probe   what the x access patterns stream with loads alone
-  trace   per-block phase times of the default staged path
+  probe   what the x access patterns stream with loads alone; copy x -> y; write y alone (fill)
+  trace   per-block phase times of the staged path, for each option set of --trace-opts
   dense   ff-dense (H = 3072) and streaming anchors (read x; copy x to y)
 Numbers go to stdout and DIR/cuda.json. Published numbers come from `fffbench run`; this is for
 choosing the kernel's design and parameters (notes/cuda-kernel.md).
@@ -213,7 +214,10 @@ MAIN_VARIANTS = [("v3", dict(variant="v3")),
                  ("v4 W1 first", dict(variant="v4", w1first=True)),
                  ("v4 W1 first, no k-split", dict(variant="v4", w1first=True, ksplit=(1, 1, 1))),
                  ("v4 W1 first, k-split first+middle", dict(variant="v4", w1first=True, ksplit=(2, 2, 1))),
-                 ("v4.2 + W1 bulk copy", dict(variant="v4", w1_bulk=True))]
+                 ("v4.2 row-tile output", dict(variant="v4", w1_bulk=False, colsplit=False)),
+                 ("v4.2 + W1 bulk copy", dict(variant="v4", w1_bulk=True, colsplit=False)),
+                 ("v4.2 + column-split output", dict(variant="v4", w1_bulk=False, colsplit=True)),
+                 ("v4.2 + W1 bulk + column-split", dict(variant="v4", w1_bulk=True, colsplit=True))]
 
 
 def sm_clock():
@@ -257,6 +261,24 @@ def section_probe(B=16384):
         cp = kernel_breakdown(lambda xt=xt, yt=yt: yt.copy_(xt), everything=True)["sum"]
         log(f"  {dtype:8s} copy x -> y (kernel time): {cp:5.1f} us = {2 * B * rb / cp / 1e3:5.0f} GB/s read+write")
         ROWS.append(dict(section="probe", dtype=dtype, conf="copy", us=cp, gbs=2 * B * rb / cp / 1e3))
+        fl = kernel_breakdown(lambda yt=yt: yt.fill_(0.5), everything=True)["sum"]  # the last stage's y stream alone
+        log(f"  {dtype:8s} fill y (kernel time): {fl:5.1f} us = {B * rb / fl / 1e3:5.0f} GB/s write")
+        ROWS.append(dict(section="probe", dtype=dtype, conf="fill", us=fl, gbs=B * rb / fl / 1e3))
+        # y written as the last stage writes it: 64 rows per block, in row order or in a random row
+        # order (the sorted groups' rows are scattered over y), whole rows or 256-byte pieces per step
+        line = []
+        for order, rows in (("in order", torch.arange(B, device="cuda", dtype=torch.int32)),
+                            ("random rows", torch.randperm(B, device="cuda").to(torch.int32))):
+            for pieces in (0, 1):
+                def wcall(pieces=pieces, rows=rows, yt=yt, rb=rb):
+                    err = lib.fff_v4_wprobe(pieces, ctypes.c_void_p(yt.data_ptr()), ctypes.c_void_p(rows.data_ptr()),
+                                            B, rb, _stream())
+                    assert err == 0, err
+                us = kernel_breakdown(wcall)["sum"]
+                label = f"{order}, {'256-byte pieces' if pieces else 'whole rows'}"
+                ROWS.append(dict(section="probe", dtype=dtype, conf="write " + label, us=us, gbs=B * rb / us / 1e3))
+                line.append(f"{label}: {us:5.1f} us {B * rb / us / 1e3:5.0f} GB/s")
+        log(f"  {dtype:8s} write y, 64 rows per block: " + " | ".join(line))
 
 
 def section_main(B, variants):
@@ -267,10 +289,14 @@ def section_main(B, variants):
     log(f"== main: B={B} d=768 1x11")
     for dtype in ("float32", "bfloat16"):
         xt = torch.as_tensor(x).to("cuda", TDT[dtype])
+        y0 = FffOptimized(layer, w, "cuda", dtype, w1_bulk=False, colsplit=False)(xt).float()  # v4.2's output
         for label, opts in variants:
             try:
                 k = FffOptimized(layer, w, "cuda", dtype, **opts)
                 chk, same, _ = check_kernel(k, layer, w, x, xt, dtype, ref)
+                yv = k(xt).float()
+                vs_default = float((yv - y0).norm() / y0.norm())
+                row_off = float(((yv - y0).norm(dim=1) > 1e-2 * y0.norm(dim=1)).float().mean())
                 call = functools.partial(k, xt)
                 gy = graph_output(call)
                 gchk = check_output(gy, ref, dtype, "fff")
@@ -280,9 +306,11 @@ def section_main(B, variants):
                 ok = chk.passed and same and gchk.passed
                 ROWS.append(dict(section="main", dtype=dtype, variant=label, batch=B, eager_us=eager, graph_us=graph, host_us=host,
                                  ok=ok, rel_err=chk.rel_err, agree=chk.path_agreement, graph_ok=gchk.passed,
-                                 same_calls=same, reason=chk.reason, kernels=bd, impl=k.describe()))
+                                 same_calls=same, reason=chk.reason, kernels=bd, impl=k.describe(),
+                                 vs_default=vs_default, rows_off_default=row_off))
                 log(f"  {dtype:8s} {label:34s} eager {eager:6.1f} graph {graph:6.1f} host {host:5.1f} us ok={ok} "
-                    f"err={chk.rel_err:.1e} agree={chk.path_agreement:.4f} {chk.reason}")
+                    f"err={chk.rel_err:.1e} agree={chk.path_agreement:.4f} vs v4.2 {vs_default:.1e} "
+                    f"(rows off {row_off:.4f}) {chk.reason}")
                 log(f"      kernels {bd.get('kernels')} sum {bd.get('sum')} span {bd.get('span')}")
                 if not ok:
                     log(f"      same_calls={same} graph_ok={gchk.passed} {gchk.reason}")
@@ -304,11 +332,17 @@ def section_main(B, variants):
             log(f"  ERROR do_bench:\n{traceback.format_exc()}")
 
 
-TRACE_LABELS = {(): "default ", (("w1first", True),): "W1 first", (("w1_bulk", True),): "W1 bulk "}
+TRACE_LABELS = {(): "default ", (("w1first", True),): "W1 first", (("w1_bulk", True),): "W1 bulk ",
+                (("colsplit", True),): "colsplit", (("colsplit", True), ("w1_bulk", True)): "bulk+col"}
+
+
+def trace_opts(spec: str):
+    """``default,w1_bulk,colsplit,w1_bulk+colsplit`` -> option sets (boolean FffOptimized options)."""
+    return [tuple(sorted((o, True) for o in item.split("+") if o != "default")) for item in spec.split(",") if item]
 
 
 def section_trace(B=16384, opts_list=((), (("w1first", True),), (("w1_bulk", True),))):
-    """Per-block phase times of the default staged configuration (clock64 and globaltimer)."""
+    """Per-block phase times of the staged path for each option set (clock64 and globaltimer)."""
     layer = fb.FFF(width=768, depth=11)
     w = layer.init_weights(0)
     x = fb.make_input("gaussian", B, 768, seed=1)
@@ -398,6 +432,8 @@ def main():
     ap.add_argument("--sections", default="shapes,main,small,dense")
     ap.add_argument("--quick", action="store_true", help="fewer shapes and batches")
     ap.add_argument("--variants", default="", help="comma-separated labels of MAIN_VARIANTS (default: all)")
+    ap.add_argument("--trace-opts", default="default,w1first,w1_bulk",
+                    help="option sets the trace section runs: comma-separated, each 'default' or options joined by '+'")
     args = ap.parse_args()
     log(f"{torch.cuda.get_device_name()}  torch {torch.__version__}")
     t0 = time.time()
@@ -407,7 +443,8 @@ def main():
         t = time.time()
         try:
             {"shapes": lambda: section_shapes(args.quick), "main": lambda: section_main(args.batch, variants),
-             "small": section_small, "dense": section_dense, "probe": section_probe, "trace": section_trace}[name]()
+             "small": section_small, "dense": section_dense, "probe": section_probe,
+             "trace": lambda: section_trace(opts_list=trace_opts(args.trace_opts))}[name]()
         except Exception:
             log(f"ERROR in section {name}:\n{traceback.format_exc()}")
         log(f"   [{name}: {time.time() - t:.0f} s]")

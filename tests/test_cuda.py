@@ -82,7 +82,12 @@ def test_cuda_backend_matches_reference(name, layer, batch):
                                           ("v4", dict(small_max=1 << 30, tiny_max=0, spec=3)),
                                           ("v4", dict(tiles=(2, 3, 2), ksplit=(2, 2, 2), hints=(0, 0))),
                                           ("v4", dict(w1_bulk=True, small_max=0, tiny_max=0)),
-                                          ("v4", dict(w1_bulk=True, w1first=True, tiles=(2, 3, 2), ksplit=(2, 2, 2)))])
+                                          ("v4", dict(w1_bulk=False, small_max=0, tiny_max=0)),
+                                          ("v4", dict(w1_bulk=False, colsplit=True, tiles=(2, 3, 3))),
+                                          ("v4", dict(w1_bulk=True, w1first=True, tiles=(2, 3, 2), ksplit=(2, 2, 2))),
+                                          ("v4", dict(colsplit=True, small_max=0, tiny_max=0)),
+                                          ("v4", dict(colsplit=True, w1_bulk=True, tiles=(2, 3, 3))),
+                                          ("v4", dict(colsplit=True, tiles=(4, 4, 1), small_max=0, tiny_max=0))])
 def test_fff_cuda_variants_match_reference(dtype, batch, variant, opts):
     import torch
 
@@ -119,6 +124,53 @@ def test_fff_cuda_w1_bulk_matches_reference(dtype, layer):
     assert torch.equal(y, y2), "a second call differs: per-call state was not reset"
     if torch.cuda.get_device_capability()[0] >= 9:
         assert "bulk copy (one" in k.describe()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("layer", [fb.FFF(width=256, depth=12), fb.FFF(width=512, depth=7), fb.FFF(width=1024, depth=9),
+                                   fb.FFF(width=768, depth=5), fb.FFF(width=768, depth=14), fb.FFF(width=768, depth=11)],
+                         ids=lambda l: l.label.replace(" ", "_"))
+def test_fff_cuda_colsplit_matches_default(dtype, layer):
+    """The last stage's output split over y's columns (every width's kernels, short and deep last
+    stages): the row-tile output's (colsplit=False) within fp32 rounding, and in bf16 every row on
+    the same path (a row on another path would be off by O(1))."""
+    import torch
+
+    from fffbench.backends.cuda_kernels import FffOptimized
+
+    w = layer.init_weights(9)
+    batch = 4096 if layer.depth == 11 else 777
+    x = fb.make_input("gaussian", batch, layer.width, seed=10)
+    xt = torch.as_tensor(x).to("cuda", {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype])
+    k = FffOptimized(layer, w, "cuda", dtype, colsplit=True, w1_bulk=layer.depth == 5, small_max=0, tiny_max=0)
+    y, y2 = k(xt), k(xt)
+    y0 = FffOptimized(layer, w, "cuda", dtype, colsplit=False, small_max=0, tiny_max=0)(xt).float()
+    res = check_output(y2.float().cpu().numpy(), Reference.compute(layer, w, x), dtype, "fff")
+    assert res.passed, res.reason
+    assert torch.equal(y, y2), "a second call differs: per-call state was not reset"
+    assert "columns (a W2 ring per warp)" in k.describe()
+    diff = y2.float() - y0
+    if dtype == "float32":
+        assert float(diff.norm() / y0.norm()) <= 1e-5
+    else:
+        assert bool((diff.norm(dim=1) <= 1e-2 * y0.norm(dim=1) + 1e-6).all()), "a row differs from the default path's"
+
+
+@pytest.mark.gpu
+def test_fff_cuda_colsplit_not_applied_with_ksplit_last_stage():
+    """A k-split last stage keeps the default output (the column split needs one warp per tile)."""
+    import torch
+
+    from fffbench.backends.cuda_kernels import FffOptimized
+
+    layer = fb.FFF(width=768, depth=11)
+    w = layer.init_weights(1)
+    x = fb.make_input("gaussian", 2048, 768, seed=2)
+    k = FffOptimized(layer, w, "cuda", "float32", colsplit=True, ksplit=(2, 1, 2), small_max=0, tiny_max=0)
+    res = check_output(k(torch.as_tensor(x).cuda()).cpu().numpy(), Reference.compute(layer, w, x), "float32", "fff")
+    assert res.passed, res.reason
+    assert "column-split output asked but not applied" in k.describe()
 
 
 @pytest.mark.gpu

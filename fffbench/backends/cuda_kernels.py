@@ -48,11 +48,12 @@ def _lib_v4():
     lib.fff_v4_supported.argtypes = [I] * 5 + [ctypes.c_char_p, I]
     lib.fff_v4_plan.restype = VP
     lib.fff_v4_plan.argtypes = ([I] * 5 + [VP] * 4 + [I, ctypes.POINTER(I), ctypes.POINTER(I), ctypes.POINTER(VP),
-                                ctypes.POINTER(VP), VP] + [I] * 5 + [ctypes.POINTER(I)] * 2 + [I, I, I, I, VP, ctypes.POINTER(I)])
+                                ctypes.POINTER(VP), VP] + [I] * 5 + [ctypes.POINTER(I)] * 2 + [I, I, I, I, I, VP, ctypes.POINTER(I)])
     lib.fff_v4_run.argtypes = [VP] * 4
     lib.fff_v4_free.argtypes = [VP]
     lib.fff_v4_plan_flags.argtypes = [VP]
     lib.fff_v4_probe.argtypes = [I] * 3 + [VP] + [I] * 3 + [VP, VP]
+    lib.fff_v4_wprobe.argtypes = [I, VP, VP, I, I, VP]
     return lib
 
 
@@ -182,7 +183,7 @@ class FffOptimized:
     def __init__(self, layer, weights, device, dtype, rows_per_block: int = 64, split: int | None = None,
                  variant: str = "v4", rows_per_warp: int = 1, small_max: int | None = None, tiny_max: int = TINY_MAX,
                  spec: int = 1,
-                 pdl: bool = False, w1_bulk: bool = False, hints: tuple[int, int] = HINTS, tiles: tuple[int, int, int] = (4, 4, 4),
+                 pdl: bool = False, w1_bulk: bool = True, colsplit: bool = False, hints: tuple[int, int] = HINTS, tiles: tuple[int, int, int] = (4, 4, 4),
                  ksplit: tuple[int, int, int] = KSPLIT, xdepth: int = 4, xgroup: int = 1, w1first: bool = False,
                  trace: bool = False):
         if variant not in VARIANTS:
@@ -199,7 +200,13 @@ class FffOptimized:
         self.tiny_max, self.spec = tiny_max, spec
         self.pdl, self.hints, self.tiles, self.ksplit = pdl, tuple(hints), tuple(tiles), tuple(ksplit)
         self.trace, self.w1first = trace, w1first
-        self.w1_bulk = w1_bulk  # staged path: W1 rows by cp.async.bulk on an mbarrier (sm_90+)
+        # staged path: W1 rows by cp.async.bulk on an mbarrier (sm_90+; else the cp.async fill), the
+        # default since it measured -5 us fp32 on an H200 (bf16 unchanged; notes/cuda-kernel.md)
+        self.w1_bulk = w1_bulk
+        # staged path: the last stage's output split over y's columns, one W2 ring per warp (not with
+        # a k-split last stage); off by default: no faster on an H200, the output phase is bound by
+        # y's scattered writes, not by its chain of ring steps (notes/cuda-kernel.md)
+        self.colsplit = colsplit
         self.xdepth, self.xgroup = xdepth, xgroup
         self.v4_reason = None
         self.plans: dict[int, _V4Plan | None] = {}
@@ -260,7 +267,8 @@ class FffOptimized:
                                     _ptr(tensors["acts"]), n, l0s, nlev, cnts, slotp, _ptr(tensors["done"]), small,
                                     self.spec, int(self.pdl), self.hints[0], self.hints[1], (I * 3)(*self.tiles),
                                     (I * 3)(*self.ksplit), self.xdepth, self.xgroup, int(self.w1first),
-                                    int(self.w1_bulk), _ptr(tensors["trace"]) if self.trace else None, ctypes.byref(err))
+                                    int(self.w1_bulk), int(self.colsplit), _ptr(tensors["trace"]) if self.trace else None,
+                                    ctypes.byref(err))
         if not ptr:
             raise RuntimeError(f"fff_v4_plan failed: error {err.value}")
         if small == 2:
@@ -269,6 +277,7 @@ class FffOptimized:
             text = f"v4 one-launch path (warp per row, {self.spec} levels per round, no sort)"
         else:
             bounds = ", ".join(f"[{a},{a + b})" for a, b in stages)
+            flags = self.lib4.fff_v4_plan_flags(ptr)
             mma = "3xTF32" if self.dtype == "float32" else "bf16"
             text = (f"v4 staged: stages {bounds}, rows counting-sorted by subtree before each, {mma} tensor-core "
                     f"logits and output, blocks of {'/'.join(map(str, self.tiles))} tiles of 16 rows (first/middle/last"
@@ -278,9 +287,11 @@ class FffOptimized:
                     + (f", x prefetch {self.xdepth} k-blocks in groups of {self.xgroup}" if self.xdepth != 4 else "")
                     + (", W1 rows in before x is requested" if self.w1first else "")
                     + ((", W1 rows by bulk copy (one cp.async.bulk per row on an mbarrier)"
-                        if self.lib4.fff_v4_plan_flags(ptr) & 1 else
+                        if flags & 1 else
                         ", W1 bulk copy asked but not applied (needs sm_90 and 16-byte aligned W1): cp.async")
-                       if self.w1_bulk else ""))
+                       if self.w1_bulk else "")
+                    + ((", output split over y's columns (a W2 ring per warp)" if flags & 2 else
+                        ", column-split output asked but not applied (k-split last stage)") if self.colsplit else ""))
         plan = self.plans[B] = _V4Plan(self.lib4, ptr, tensors, text)
         return plan
 

@@ -171,7 +171,8 @@ __device__ __forceinline__ unsigned long long gtimer() {
 
 constexpr int TILE = 16;         // rows per warp (the MMA's m)
 constexpr int LGS = 17;          // logits scratch row stride (floats)
-constexpr int AS = 33;           // bag activation matrix row stride (floats)
+constexpr int AS = 36;           // bag activation matrix row stride (floats; 4 mod 32: the column-split
+                                 // output's fragment loads (row g, node t) hit 32 distinct banks)
 constexpr int KMAX = 32;         // path + subtree nodes in the bag, at most
 constexpr int NSLOT = 4;         // bag: W2 chunks in flight (cp.async ring)
 constexpr int CH_BYTES = 256;    // bag: bytes of each W2 row per chunk (64 fp32 / 128 bf16 columns)
@@ -362,6 +363,172 @@ __device__ __forceinline__ void bag(const StageArgs& a, unsigned char* ring, con
     cp_async_wait<0>();
 }
 
+// W2 unit rows in the column-split output are 128 bytes, unpadded; piece p (16 bytes) of row k is
+// stored at piece p ^ swz(k), so the 8 lanes of each quarter-warp's fragment load (pieces g = 0..1,
+// rows t = 0..3 apart by 1 (fp32) or by 2 (bf16)) hit 8 distinct 16-byte bank groups
+template <typename T>
+__device__ __forceinline__ int unit_swz(int k) { return Is32<T>::value ? (k & 3) << 1 : ((k >> 1) & 3) << 1; }
+
+// The output of the block's rows with y's columns split over the block's warps (the colsplit option;
+// called by every warp after the walk, KSPLIT = 1). A unit is 128 bytes of y's columns (32 fp32 / 64
+// bf16); warp w computes units w, w + warps, ... for all of the block's rows, from the activations
+// every tile left in shared memory, and streams its units' W2 rows (K nodes x 128 bytes) through a
+// ring of its own in the W1 region, up to 4 units deep (d = 768: 4 of its 6 units in fp32, all 3 in
+// bf16), synchronised by cp.async groups and __syncwarp only. So no block barrier orders the units
+// and no warp waits for another: the block's output is 4 short chains of 6 (fp32) or 3 (bf16) units
+// with their W2 loads in flight together, instead of one chain of 12 (6) ring steps. Per unit the
+// MMA is the default bag's, transposed the same way (m = 16 columns, n = 8 rows, k = 8 nodes, the
+// same k-steps and 3xTF32 order), so each output element is computed from the same operands.
+template <typename T>
+__device__ __forceinline__ void bag_cols(const StageArgs& a, unsigned char* region, int region_bytes_, const int* sKnode,
+                                         const WarpScratch* scratch, int nsub, int g_, int t_) {
+    constexpr bool F32 = Is32<T>::value;
+    const int K = a.l0 + nsub, K8 = (K + 7) / 8 * 8;  // rows K..K8-1 load node R (sKnode), times activation 0
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int nunits = a.dout * (int)sizeof(T) / 128;
+    const int mine = warp < nunits ? (nunits - warp + warps - 1) / warps : 0;
+    const int area = region_bytes_ / warps & ~127, ub = K8 * 128;
+    const int depth = min(4, min(area / ub, mine));  // area >= 9216 bytes, ub <= 4096: depth >= 1 when mine > 0
+    unsigned char* ring = region + warp * area;
+    __syncthreads();  // every warp is past its logits (the W1 region is free) and its tile's activations are in
+    if (mine == 0) return;
+    const unsigned char* w2 = static_cast<const unsigned char*>(a.w2);
+    auto issue = [&](int i) {
+        if (i < mine) {
+            unsigned char* slot = ring + (i % depth) * ub;
+            const size_t col = (size_t)(warp + i * warps) * 128;
+            for (int q = lane; q < K8 * 8; q += 32) {
+                const int k = q >> 3, p = q & 7;
+                cp_async16(slot + k * 128 + ((p ^ unit_swz<T>(k)) << 4), w2 + (size_t)sKnode[k] * a.dout * sizeof(T) + col + p * 16);
+            }
+        }
+        cp_async_commit();
+    };
+    for (int i = 0; i < depth; i++) issue(i);
+    const int ntiles = blockDim.x >> 5;  // KSPLIT = 1: a tile per warp
+    for (int i = 0; i < mine; i++) {
+        switch (depth) {  // unit i's group is complete once at most depth - 1 newer groups are pending
+            case 1: cp_async_wait<0>(); break;
+            case 2: cp_async_wait<1>(); break;
+            case 3: cp_async_wait<2>(); break;
+            default: cp_async_wait<3>(); break;
+        }
+        __syncwarp();  // every lane's copies of unit i are visible to the warp
+        const unsigned char* slot = ring + (i % depth) * ub;
+        const int u = warp + i * warps;
+        if constexpr (F32) {
+            const int KS = K8 / 8;
+            uint32_t ah[4][2][4], al[4][2][4];  // [k-step][m-tile][a0..a3]
+#pragma unroll
+            for (int s = 0; s < 4; s++) {
+                if (s < KS) {
+                    const int r0 = 8 * s + t_, r1 = r0 + 4;
+                    const float4 P = *reinterpret_cast<const float4*>(slot + r0 * 128 + ((g_ ^ unit_swz<T>(r0)) << 4));
+                    const float4 Q = *reinterpret_cast<const float4*>(slot + r1 * 128 + ((g_ ^ unit_swz<T>(r1)) << 4));
+                    // m-tile j: row m = g <-> column 4g + 2j, m = g + 8 <-> column 4g + 2j + 1 of the unit
+                    split(P.x, ah[s][0][0], al[s][0][0]); split(P.y, ah[s][0][1], al[s][0][1]);
+                    split(Q.x, ah[s][0][2], al[s][0][2]); split(Q.y, ah[s][0][3], al[s][0][3]);
+                    split(P.z, ah[s][1][0], al[s][1][0]); split(P.w, ah[s][1][1], al[s][1][1]);
+                    split(Q.z, ah[s][1][2], al[s][1][2]); split(Q.w, ah[s][1][3], al[s][1][3]);
+                }
+            }
+            float* Y = static_cast<float*>(a.y) + (size_t)u * 32 + 4 * g_;
+            for (int tt = 0; tt < ntiles; tt++) {
+                const WarpScratch& ts = scratch[tt];
+                if (ts.rows[0] < 0) break;  // tiles fill in order: the rest are empty too
+                float cc[2][2][4];  // [n-tile h][m-tile j][c0..c3]
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) cc[h][j][e] = 0.f;
+#pragma unroll
+                for (int s = 0; s < 4; s++) {
+                    if (s < KS) {
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            uint32_t bh0, bl0, bh1, bl1;
+                            split(ts.a[(8 * h + g_) * AS + 8 * s + t_], bh0, bl0);
+                            split(ts.a[(8 * h + g_) * AS + 8 * s + t_ + 4], bh1, bl1);
+#pragma unroll
+                            for (int j = 0; j < 2; j++) mma3(cc[h][j], ah[s][j], al[s][j], bh0, bh1, bl0, bl1);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int q = 0; q < 4; q++) {  // rows 2t + e of n-tile h: columns 4g .. 4g + 3
+                    const int h = q >> 1, e = q & 1, r = ts.rows[8 * h + 2 * t_ + e];
+                    if (r >= 0)
+                        __stcs(reinterpret_cast<float4*>(Y + (size_t)r * a.dout),
+                               make_float4(cc[h][0][e], cc[h][0][e + 2], cc[h][1][e], cc[h][1][e + 2]));
+                }
+            }
+        } else {
+            const int KS = (K + 15) / 16;
+            uint32_t am[2][4][4];  // [k-step][m-tile][a0..a3]
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                if (s < KS) {
+                    uint4 U[4];  // nodes 16s + {2t, 2t+1, 2t+8, 2t+9}, columns 8g .. 8g + 7 of the unit
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        const int k = 16 * s + 2 * t_ + (q & 1) + (q >> 1) * 8;
+                        U[q] = k < K8 ? *reinterpret_cast<const uint4*>(slot + k * 128 + ((g_ ^ unit_swz<T>(k)) << 4))
+                                      : make_uint4(0, 0, 0, 0);
+                    }
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        // m-tile j: row m = g <-> column 8g + 2j (low halves), m = g + 8 <-> 8g + 2j + 1 (high)
+                        am[s][j][0] = __byte_perm(word(U[0], j), word(U[1], j), 0x5410);
+                        am[s][j][1] = __byte_perm(word(U[0], j), word(U[1], j), 0x7632);
+                        am[s][j][2] = __byte_perm(word(U[2], j), word(U[3], j), 0x5410);
+                        am[s][j][3] = __byte_perm(word(U[2], j), word(U[3], j), 0x7632);
+                    }
+                }
+            }
+            __nv_bfloat16* Y = static_cast<__nv_bfloat16*>(a.y) + (size_t)u * 64 + 8 * g_;
+            for (int tt = 0; tt < ntiles; tt++) {
+                const WarpScratch& ts = scratch[tt];
+                if (ts.rows[0] < 0) break;
+                float cc[2][4][4];  // [n-tile h][m-tile j][c0..c3]
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) cc[h][j][e] = 0.f;
+#pragma unroll
+                for (int s = 0; s < 2; s++) {
+                    if (s < KS) {
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            const float* ar = ts.a + (8 * h + g_) * AS + 16 * s + 2 * t_;
+                            const uint32_t b0 = pack_bf16(ar[0], ar[1]), b1 = pack_bf16(ar[8], ar[9]);
+#pragma unroll
+                            for (int j = 0; j < 4; j++)
+                                mma_bf16(cc[h][j], am[s][j][0], am[s][j][1], am[s][j][2], am[s][j][3], b0, b1);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    const int h = q >> 1, e = q & 1, r = ts.rows[8 * h + 2 * t_ + e];
+                    if (r >= 0) {
+                        uint4 v;
+                        v.x = pack_bf16(cc[h][0][e], cc[h][0][e + 2]); v.y = pack_bf16(cc[h][1][e], cc[h][1][e + 2]);
+                        v.z = pack_bf16(cc[h][2][e], cc[h][2][e + 2]); v.w = pack_bf16(cc[h][3][e], cc[h][3][e + 2]);
+                        __stcs(reinterpret_cast<uint4*>(Y + (size_t)r * a.dout), v);
+                    }
+                }
+            }
+        }
+        __syncwarp();  // every lane is done with unit i's slot before it is refilled
+        issue(i + depth);
+    }
+    cp_async_wait<0>();
+}
+
 // blocks per SM the register budget is cut for: deep prefetch takes registers; the last stage
 // (more live state in the output product) needs 3 blocks per SM to hold its grid at once
 template <bool F32, bool FINAL, int DEPTH, int KSPLIT>
@@ -384,13 +551,15 @@ __host__ __device__ inline size_t stage_smem_launch(int d, int warps, bool final
 // thread; everyone waits on the barrier (phase 0: a block fills its W1 rows exactly once) before
 // the first MMA reads them. The W2 ring that later reuses the region starts after that wait and a
 // block barrier, so the bulk writes are complete before any cp.async of the ring lands there.
-template <typename T, int KB, bool FINAL, int DEPTH, int G, int KSPLIT, bool BULK>
+// COLS (the colsplit option, FINAL and KSPLIT = 1 only): the output by bag_cols instead of bag.
+template <typename T, int KB, bool FINAL, int DEPTH, int G, int KSPLIT, bool BULK, bool COLS>
 __global__ void __launch_bounds__(128 * KSPLIT, MinBlocks<Is32<T>::value, FINAL, DEPTH, KSPLIT>::value)
 stage_kernel(StageArgs a) {
     static_assert(KB % KSPLIT == 0, "k-blocks must split evenly");
     constexpr int KBH = KB / KSPLIT;
     constexpr bool F32 = Is32<T>::value;
     static_assert(DEPTH % G == 0, "groups must tile the ring");
+    static_assert(!COLS || (FINAL && KSPLIT == 1), "the column-split output is the last stage's, one warp per tile");
     griddep_wait();  // no-op without programmatic dependent launch
     if (a.trigger) griddep_launch();  // only when the whole grid is resident (see fff_v4_plan)
     TRACE(0, gtimer());
@@ -679,8 +848,12 @@ stage_kernel(StageArgs a) {
         }
     }
     if (warp == 0) TRACE(5, clock64());
-    if constexpr (FINAL) bag<T, KSPLIT>(a, smem, sKnode, tws, active, half, nsub, g_, t_);
-    if (FINAL) TRACE(6, clock64());
+    if constexpr (FINAL && COLS) bag_cols<T>(a, smem, (int)region_bytes<T>(a.d, FINAL), sKnode, scratch, nsub, g_, t_);
+    else if constexpr (FINAL) bag<T, KSPLIT>(a, smem, sKnode, tws, active, half, nsub, g_, t_);
+    if (FINAL) {
+        if (COLS && a.trace) __syncthreads();  // the output phase ends with the block's slowest warp
+        TRACE(6, clock64());
+    }
     if (FINAL || warp == 0) { TRACE(7, clock64()); TRACE(1, gtimer()); }
 }
 // ------------------------------------------------------------------------------------------
@@ -813,6 +986,26 @@ __global__ void __launch_bounds__(128) small_kernel(SmallArgs a) {
 // PAT 0: the stage kernels' pattern: a warp takes 16 rows, each thread 2 rows x 2 x 16 B per
 // 128-byte k-block, DEPTH k-blocks in flight, refilled in groups of G. PAT 1: a warp takes rpw
 // rows, each load instruction reads 512 contiguous bytes of one row, DEPTH such loads in flight.
+// Write-pattern probe (no loads but the row list): blocks of 128 threads each write 64 rows of y,
+// rows[blockIdx.x * 64 + i], with 16-byte streaming stores as the last stage writes y. PIECES: in
+// piece-major order, 256 bytes of every row of the block per step (the row-tile output's ring
+// steps; the column split writes 4 x 128 bytes per step, the same order of magnitude); else whole
+// rows, one warp per row at a time. Identity against permuted row lists separates the cost of
+// scattered rows from that of the piece order.
+template <bool PIECES>
+__global__ void __launch_bounds__(128) wprobe_kernel(uint4* y, const int* rows, int B, int row_bytes) {
+    const int tid = threadIdx.x, r0 = blockIdx.x * 64, nr = min(64, B - r0), v16 = row_bytes / 16;
+    const uint4 val = make_uint4(tid, r0, 1, 2);
+    if (PIECES) {
+        for (int c = 0; c < v16; c += 16)
+            for (int i = tid; i < nr * 16; i += 128)
+                __stcs(y + (size_t)rows[r0 + i / 16] * v16 + c + i % 16, val);
+    } else {
+        for (int i = tid >> 5; i < nr; i += 4)
+            for (int v = tid & 31; v < v16; v += 32) __stcs(y + (size_t)rows[r0 + i] * v16 + v, val);
+    }
+}
+
 template <int DEPTH, int G, int PAT>
 __global__ void __launch_bounds__(128) probe_kernel(const unsigned char* x, int B, int row_bytes, int rpw, unsigned* out) {
     const int lane = threadIdx.x & 31, warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -957,6 +1150,7 @@ struct V4Plan {
     int dtype, B, d, dout, L, small, spec, pdl, hint0, hint1, nst, sms, xdepth, xgroup;
     int w1first;
     int w1bulk;           // W1 rows by cp.async.bulk on an mbarrier (sm_90+, w1 16-byte aligned; else 0)
+    int colsplit;         // the last stage's output split over y's columns (bag_cols; KSPLIT 1 only, else 0)
     int tiles[3], ks[3];  // by stage class [first, middle, last]: 16-row tiles per block, warps per tile
     unsigned long long* trace;  // null, or MAXST x 1024 blocks x 8 words
     const void *w1, *b1, *w2;
@@ -972,7 +1166,7 @@ struct V4Plan {
 
 template <typename T> struct KB768 { static constexpr int value = 768 * (int)sizeof(T) / 128; };
 
-template <typename T, int KB, bool FINAL, int D, int G, int KS, bool BULK>
+template <typename T, int KB, bool FINAL, int D, int G, int KS, bool BULK, bool COLS = false>
 static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
     StageArgs a;
     a.x = x; a.y = y; a.w1 = p.w1; a.b1 = p.b1; a.w2 = p.w2; a.acts = p.acts;
@@ -995,31 +1189,35 @@ static cudaError_t launch_one(const V4Plan& p, int s, const void* x, void* y, cu
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr; cfg.numAttrs = (p.pdl && s > 0) ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, stage_kernel<T, KB, FINAL, D, G, KS, BULK>, a);
+    return cudaLaunchKernelEx(&cfg, stage_kernel<T, KB, FINAL, D, G, KS, BULK, COLS>, a);
 }
 
-template <typename T, int KB, bool FINAL, int D, int G, int KS, bool BULK>
+template <typename T, int KB, bool FINAL, int D, int G, int KS, bool BULK, bool COLS = false>
 static int setup_one(const V4Plan& p, int c) {  // blocks per SM, or -(CUDA error)
-    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, FINAL, D, G, KS, BULK>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem[c]);
+    cudaError_t e = cudaFuncSetAttribute(stage_kernel<T, KB, FINAL, D, G, KS, BULK, COLS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem[c]);
     if (e) return -(int)e;
     int n = 0;
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, FINAL, D, G, KS, BULK>, 32 * p.tiles[c] * KS, p.smem[c]);
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, stage_kernel<T, KB, FINAL, D, G, KS, BULK, COLS>, 32 * p.tiles[c] * KS, p.smem[c]);
     return e ? -(int)e : n;
 }
 
 // which instantiation stage s runs: for d = 768 its class's k-split and the plan's prefetch;
-// other widths (4, 1) without k-split; BULK: the plan's w1bulk
+// other widths (4, 1) without k-split; BULK: the plan's w1bulk; the last stage's COLS: its colsplit
 template <typename T, int KB, bool B_>
 static cudaError_t launch_stage_b(const V4Plan& p, int s, const void* x, void* y, cudaStream_t st) {
     const int c = p.cls(s);
     if constexpr (KB == KB768<T>::value) {
-        if (c == 2) return p.ks[2] == 2 ? launch_one<T, KB, true, 4, 1, 2, B_>(p, s, x, y, st) : launch_one<T, KB, true, 4, 1, 1, B_>(p, s, x, y, st);
+        if (c == 2) return p.ks[2] == 2 ? launch_one<T, KB, true, 4, 1, 2, B_>(p, s, x, y, st)
+                         : p.colsplit ? launch_one<T, KB, true, 4, 1, 1, B_, true>(p, s, x, y, st)
+                                      : launch_one<T, KB, true, 4, 1, 1, B_>(p, s, x, y, st);
         if (p.ks[c] == 2) return launch_one<T, KB, false, 4, 1, 2, B_>(p, s, x, y, st);
         if (p.xdepth == 8) return p.xgroup == 4 ? launch_one<T, KB, false, 8, 4, 1, B_>(p, s, x, y, st)
                                                 : launch_one<T, KB, false, 8, 1, 1, B_>(p, s, x, y, st);
         return launch_one<T, KB, false, 4, 1, 1, B_>(p, s, x, y, st);
     } else {
-        return c == 2 ? launch_one<T, KB, true, 4, 1, 1, B_>(p, s, x, y, st) : launch_one<T, KB, false, 4, 1, 1, B_>(p, s, x, y, st);
+        if (c == 2) return p.colsplit ? launch_one<T, KB, true, 4, 1, 1, B_, true>(p, s, x, y, st)
+                                      : launch_one<T, KB, true, 4, 1, 1, B_>(p, s, x, y, st);
+        return launch_one<T, KB, false, 4, 1, 1, B_>(p, s, x, y, st);
     }
 }
 template <typename T, int KB>
@@ -1031,12 +1229,14 @@ static cudaError_t launch_stage(const V4Plan& p, int s, const void* x, void* y, 
 template <typename T, int KB, bool B_>
 static int setup_class_b(const V4Plan& p, int c) {
     if constexpr (KB == KB768<T>::value) {
-        if (c == 2) return p.ks[2] == 2 ? setup_one<T, KB, true, 4, 1, 2, B_>(p, c) : setup_one<T, KB, true, 4, 1, 1, B_>(p, c);
+        if (c == 2) return p.ks[2] == 2 ? setup_one<T, KB, true, 4, 1, 2, B_>(p, c)
+                         : p.colsplit ? setup_one<T, KB, true, 4, 1, 1, B_, true>(p, c) : setup_one<T, KB, true, 4, 1, 1, B_>(p, c);
         if (p.ks[c] == 2) return setup_one<T, KB, false, 4, 1, 2, B_>(p, c);
         if (p.xdepth == 8) return p.xgroup == 4 ? setup_one<T, KB, false, 8, 4, 1, B_>(p, c) : setup_one<T, KB, false, 8, 1, 1, B_>(p, c);
         return setup_one<T, KB, false, 4, 1, 1, B_>(p, c);
     } else {
-        return c == 2 ? setup_one<T, KB, true, 4, 1, 1, B_>(p, c) : setup_one<T, KB, false, 4, 1, 1, B_>(p, c);
+        if (c == 2) return p.colsplit ? setup_one<T, KB, true, 4, 1, 1, B_, true>(p, c) : setup_one<T, KB, true, 4, 1, 1, B_>(p, c);
+        return setup_one<T, KB, false, 4, 1, 1, B_>(p, c);
     }
 }
 template <typename T, int KB>
@@ -1103,7 +1303,7 @@ int fff_v4_supported(int dtype, int d, int dout, int K, int depth, char* why, in
 void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, const void* b1, const void* w2,
                   float* acts, int nst, const int* l0, const int* nlev, void* const* cnt, void* const* slots,
                   int* done, int small, int spec, int pdl, int hint0, int hint1, const int* tiles, const int* ks,
-                  int xdepth, int xgroup, int w1first, int w1bulk, unsigned long long* trace, int* err) {
+                  int xdepth, int xgroup, int w1first, int w1bulk, int colsplit, unsigned long long* trace, int* err) {
     *err = 0;
     if (nst < 1 || nst > MAXST) { *err = -2; return nullptr; }
     for (int c = 0; c < 3; c++)
@@ -1122,6 +1322,7 @@ void* fff_v4_plan(int dtype, int B, int d, int dout, int L, const void* w1, cons
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     // bulk copies need sm_90 and 16-byte aligned sources (rows are multiples of 128 bytes)
     p->w1bulk = w1bulk && major >= 9 && (uintptr_t)w1 % 16 == 0 ? 1 : 0;
+    p->colsplit = colsplit && p->ks[2] == 1 ? 1 : 0;
     for (int s = 0; s < nst; s++) {
         const int rpb = 16 * p->tiles[p->cls(s)];
         p->l0[s] = l0[s]; p->nlev[s] = nlev[s];
@@ -1166,10 +1367,22 @@ int fff_v4_probe(int pat, int depth, int g, const void* x, int B, int row_bytes,
     return (int)cudaGetLastError();
 }
 
+// write probe: pieces 1 = piece-major order, 0 = whole rows; rows = B row indices; returns the CUDA error
+int fff_v4_wprobe(int pieces, void* y, const int* rows, int B, int row_bytes, void* stream) {
+    cudaStream_t st = (cudaStream_t)stream;
+    const int blocks = (B + 63) / 64;
+    if (pieces) wprobe_kernel<true><<<blocks, 128, 0, st>>>(static_cast<uint4*>(y), rows, B, row_bytes);
+    else wprobe_kernel<false><<<blocks, 128, 0, st>>>(static_cast<uint4*>(y), rows, B, row_bytes);
+    return (int)cudaGetLastError();
+}
+
 void fff_v4_free(void* plan) { delete static_cast<V4Plan*>(plan); }
 
-// What a plan applies of the options asked for: bit 0 = W1 by bulk copy
-int fff_v4_plan_flags(void* plan) { return static_cast<V4Plan*>(plan)->w1bulk ? 1 : 0; }
+// What a plan applies of the options asked for: bit 0 = W1 by bulk copy, bit 1 = column-split output
+int fff_v4_plan_flags(void* plan) {
+    const V4Plan& p = *static_cast<V4Plan*>(plan);
+    return (p.w1bulk ? 1 : 0) | (p.colsplit ? 2 : 0);
+}
 
 int fff_v4_run(void* plan, const void* x, void* y, void* stream) {
     const V4Plan& p = *static_cast<V4Plan*>(plan);
