@@ -154,20 +154,15 @@ def bench(specs, batch, dtype, threads, rounds, min_time):
 
 def copy_floor(threads: int, mb: int = 256, rounds: int = 10) -> dict:
     """Copy bandwidth (bytes read + written per second) with ``threads`` threads, in the C lib."""
-    from fffbench.backends import _cbuild
-    from fffbench.backends._cpu import zeros_resident
-
-    lib = _cbuild.load().lib
     n = mb << 20
-    a, b = zeros_resident(n, np.uint8), zeros_resident(n, np.uint8)
-    a[:] = 1
-    lib.fffc_copy(b.ctypes.data, a.ctypes.data, n, threads)
+    copy = CopyFloor(2 * n, threads)
+    copy.run(None)
     wait_quiet()
     s0 = stat()
     ts = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        lib.fffc_copy(b.ctypes.data, a.ctypes.data, n, threads)
+        copy.run(None)
         ts.append(time.perf_counter() - t0)
     s1 = stat()
     import torch  # the harness's measure (fffbench.roofline): torch's threaded copy_ of 256 MiB

@@ -200,6 +200,15 @@ FFFC_INLINE float vc_hsum(vc v) {
     return (d[0] + d[2]) + (d[1] + d[3]);
 #endif
 }
+/* bf16 bits of a vc, rounded to nearest even (as f32_to_bf16 and v16_to_bf16) */
+FFFC_INLINE u16xc vc_to_bf16(vc v) {
+#if FFFC_VC == 16
+    return v16_to_bf16(v);
+#else
+    u32xc u = (u32xc)v;
+    return __builtin_convertvector((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16, u16xc);
+#endif
+}
 /* FFFC_VC elements at p + i as float32 (bf: bf16 bits, widened) */
 FFFC_INLINE vc ldc(const void *p, size_t i, int bf) {
 #if FFFC_VC == 16

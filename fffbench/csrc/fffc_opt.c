@@ -143,31 +143,25 @@ FFFC_INLINE void store_y(void *y, size_t i, v16 v, int bf, int nt) {
     }
 }
 
-/* store_y for one register tile vector (vc): FFFC_VC floats */
+/* store_y for one register tile vector (vc): FFFC_VC floats (with AVX-512 store_y itself) */
 FFFC_INLINE void store_yc(void *y, size_t i, vc v, int bf, int nt) {
 #if FFFC_VC == 16
     store_y(y, i, v, bf, nt);
 #else
-    if (bf) {
-        u32xc u = (u32xc)v;
-        u = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16; /* to nearest even, as v16_to_bf16 */
-        u16xc h = __builtin_convertvector(u, u16xc);
 #if defined(__AVX__)
-        if (nt) {
-            _mm_stream_si128((__m128i *)((uint16_t *)y + i), (__m128i)h);
-            return;
-        }
-#endif
-        *(u16xcu *)((uint16_t *)y + i) = h;
-    } else {
-#if defined(__AVX__)
-        if (nt) {
-            _mm256_stream_ps((float *)y + i, (__m256)v);
-            return;
-        }
-#endif
-        *(vcu *)((float *)y + i) = v;
+    if (nt && bf) {
+        _mm_stream_si128((__m128i *)((uint16_t *)y + i), (__m128i)vc_to_bf16(v));
+        return;
     }
+    if (nt) {
+        _mm256_stream_ps((float *)y + i, (__m256)v);
+        return;
+    }
+#endif
+    if (bf)
+        *(u16xcu *)((uint16_t *)y + i) = vc_to_bf16(v);
+    else
+        *(vcu *)((float *)y + i) = v;
 #endif
 }
 
