@@ -59,6 +59,10 @@ SCHEDULES = {
     # xpf: phase 2 prefetches the next tile's x (and the next subtree's weights) across units
     "bucket-lookahead": dict(R=32, S=4, blk=2, xpf=1, unit=0, dyn=1, bagc=64, min_rows=4),
     "bucket-lookahead-static-units": dict(R=16, S=3, blk=1, xpf=1, pfd=2, unit=16, dyn=0, bagc=-1, min_rows=4),
+    # p1g: phase 1 in groups of consecutive rows (a group size that does not divide the tile; the
+    # prefetch running past the batch's end)
+    "bucket-top-groups": dict(R=32, S=4, p1g=5, pfd=2, unit=0, dyn=1, bagc=0, min_rows=4),
+    "bucket-top-groups-static": dict(R=16, S=3, p1g=8, pfd=0, unit=16, dyn=0, bagc=-1, min_rows=4),
 }
 
 
@@ -103,7 +107,8 @@ def test_optimized_kernel_avx2_tiles(tmp_path, monkeypatch):
     layer = fb.FFF(width=100, depth=7, out_width=72)
     w = layer.init_weights(seed=4)
     for dtype, schedule in itertools.product(("float32", "bfloat16"), ("walk", "bucket", "bucket-deep-blocks",
-                                                                       "bucket-regular-stores", "bucket-lookahead")):
+                                                                       "bucket-regular-stores", "bucket-lookahead",
+                                                                       "bucket-top-groups")):
         kern = c_cpu.build_fff_opt(layer, w, device="cpu", dtype=dtype, threads=2, params=SCHEDULES[schedule])
         assert ("bf16 widened" if dtype == "bfloat16" else "fp32 avx2") in kern.describe()
         for batch in (2001, 7):

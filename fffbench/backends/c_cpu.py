@@ -191,7 +191,7 @@ class Plan(ctypes.Structure):
 
     _fields_ = [(n, ctypes.c_long) for n in ("d", "dout", "K", "D")] + \
         [(n, ctypes.c_void_p) for n in ("w1", "b1", "w2")] + \
-        [(n, ctypes.c_int) for n in ("bf", "nthreads", "group", "pf", "mt_rows", "S", "R", "blk", "pfd", "nt", "unit", "dyn", "bagc", "xpf")]
+        [(n, ctypes.c_int) for n in ("bf", "nthreads", "group", "pf", "mt_rows", "S", "R", "blk", "pfd", "nt", "unit", "dyn", "bagc", "xpf", "p1g")]
 
 
 #: B <= SMALL takes fff_opt_small: no scratch, no per-call allocation, one thread below mt_rows
@@ -204,13 +204,15 @@ WALK_STACK = 64
 #: phase-2 work unit, 0 a whole subtree: how many threads may share a subtree; dyn: units handed out
 #: one at a time; bagc: the bag of each group of rows as its walk ends (-1), or of the whole tile after
 #: its walk, bagc columns at a time (0: all); xpf: phase 2 prefetches the x rows of the tile after the current
-#: one, across subtree units (claimed one ahead), spread over the tile's walk and bag) and walk (group: rows walked together, pf: 2 prefetch both children, mt_rows:
+#: one, across subtree units (claimed one ahead), spread over the tile's walk and bag; p1g: phase 1 walks
+#: groups of p1g consecutive rows level by level instead of node-major tiles, pfd then counting groups)
+#: and walk (group: rows walked together, pf: 2 prefetch both children, mt_rows:
 #: rows from which the walk uses every thread); min_rows: rows per subtree below which it walks
-DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 1, "unit": 0, "dyn": 1, "bagc": -1, "xpf": 0, "group": 4, "pf": 2, "mt_rows": 16,
+DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 1, "unit": 0, "dyn": 1, "bagc": -1, "xpf": 0, "p1g": 0, "group": 4, "pf": 2, "mt_rows": 16,
             "min_rows": 16}
 #: the search space (S: top_level_space)
 SPACE = {"R": [64, 128, 256], "blk": [1, 2, 3], "pfd": [0, 1, 2], "nt": [0, 1], "unit": [0, 128, 512],
-         "dyn": [0, 1], "bagc": [-1, 0, 256], "xpf": [0, 1]}
+         "dyn": [0, 1], "bagc": [-1, 0, 256], "xpf": [0, 1], "p1g": [0, 4, 6]}
 TUNE_ROWS = 16384
 
 
@@ -238,14 +240,14 @@ class OptKernel(CKernel):
             ("fp32 avx512f" if "avx512f" in isa else "fp32 avx2" if "avx2" in isa else "fp32 generic")
         p = self.params
         self.impl += (f"; {path}; bucket S={p['S']} tile={p['R']} block={p['blk']} prefetch={p['pfd']} "
-                      f"stream={p['nt']} unit={p['unit']} dynamic={p['dyn']} bag columns={p['bagc']} lookahead={p['xpf']}; walk group={p['group']} threads from B={p['mt_rows']}; "
+                      f"stream={p['nt']} unit={p['unit']} dynamic={p['dyn']} bag columns={p['bagc']} lookahead={p['xpf']} phase-1 groups={p['p1g']}; walk group={p['group']} threads from B={p['mt_rows']}; "
                       f"{note}; call overhead {self.call_us:.2f} us")
 
     # -- parameters and buffers
     def _apply(self, params: dict) -> None:
         self.params = p = self.params | params
         nt_ok = self.layer.dout % 16 == 0
-        for k in ("group", "pf", "mt_rows", "S", "R", "blk", "pfd", "unit", "dyn", "bagc", "xpf"):
+        for k in ("group", "pf", "mt_rows", "S", "R", "blk", "pfd", "unit", "dyn", "bagc", "xpf", "p1g"):
             setattr(self.plan, k, int(p[k]))
         self.plan.nt = int(bool(p["nt"]) and nt_ok)
         self._buffers.clear()

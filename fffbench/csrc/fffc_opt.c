@@ -23,6 +23,8 @@
  *                 rows); the rows then walk the block in registers. The output is an embedding bag,
  *                 computed for each group of rows as soon as its walk ends: the group shares every
  *                 node above its last block, so most W2 chunks are loaded once for all its rows.
+ *                 Phase 1 may instead walk groups of a few consecutive rows level by level (p1g),
+ *                 their x rows in L1 and the next groups' prefetched under the compute.
  *                 The price of bucketing is a second read of x (phase 2): about 175 MB of memory
  *                 traffic per call at B = 16384 against 126 MB compulsory.
  */
@@ -42,6 +44,7 @@ typedef struct {
     int unit, dyn;              /* bucket: rows per phase-2 work unit (0: a subtree), units handed out dynamically */
     int bagc;                   /* bucket: columns per block of a tile's bag (0: all) */
     int xpf;                    /* bucket: phase 2 prefetches the next tile's x across units, over walk and bag */
+    int p1g;                    /* bucket: phase 1 walks groups of p1g consecutive rows (0: node-major tiles) */
 } fffc_plan;
 
 /* A queue of x rows to prefetch, a few cache lines at a time, while other work runs. */

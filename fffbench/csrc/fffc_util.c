@@ -3,10 +3,11 @@
 
 #include <stdint.h>
 
-/* dst = src over n bytes, split into contiguous chunks over nthreads threads; with AVX-512 and a
- * 64-byte aligned dst of whole lines, by 64-byte loads and non-temporal stores (no read for
- * ownership of dst: the most a kernel that reads x once and writes y once can get, 1.5x memcpy's
- * rate on the 2-core VM of notes/cpu-kernels.md). */
+/* dst = src over n bytes, split into contiguous chunks over nthreads threads; with a 64-byte aligned
+ * dst of whole lines, by vector loads and non-temporal stores (AVX-512 or AVX): no read for ownership
+ * of dst, the most a kernel that reads x once and writes y once can get. memcpy takes regular stores
+ * at these sizes: 1.5x slower on the 2-core Intel VM of notes/cpu-kernels.md, 1.6x on the Zen 3 one,
+ * which made the floor look that much lower in bandwidth than the memory is. */
 void fffc_copy(void *dst, const void *src, long n, int nthreads) {
     int nth = fffc_threads(nthreads);
 #pragma omp parallel num_threads(nth)
@@ -16,12 +17,19 @@ void fffc_copy(void *dst, const void *src, long n, int nthreads) {
         id = omp_get_thread_num(), nt = omp_get_num_threads();
 #endif
         long lo = n * id / nt, hi = n * (id + 1) / nt;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX__)
         lo &= ~63L, hi = id == nt - 1 ? n : hi & ~63L;
         if (((uintptr_t)dst & 63) == 0) {
             long i = lo;
-            for (; i + 64 <= hi; i += 64)
+            for (; i + 64 <= hi; i += 64) {
+#if defined(__AVX512F__)
                 _mm512_stream_si512((__m512i *)((char *)dst + i), _mm512_loadu_si512((const char *)src + i));
+#else
+                _mm256_stream_si256((__m256i *)((char *)dst + i), _mm256_loadu_si256((const __m256i *)((const char *)src + i)));
+                _mm256_stream_si256((__m256i *)((char *)dst + i + 32),
+                                    _mm256_loadu_si256((const __m256i *)((const char *)src + i + 32)));
+#endif
+            }
             memcpy((char *)dst + i, (const char *)src + i, (size_t)(hi - i));
             _mm_sfence();
         } else
