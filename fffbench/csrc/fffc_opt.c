@@ -94,14 +94,25 @@ typedef struct {
     int xpf;   /* the tile's prefetch queue is also stepped during the bag (p->xpf) */
 } bag_t;
 
-/* The column blocks of a tile's bag (cols rounded up to 64; a tail under 64 joins the last block)
- * and, with a prefetch queue, its steps of 64 columns (the last step takes the rest of the block):
+/* The bag's register tile (gbag in fffc_opt_impl.h), sized to the register file: accumulators for
+ * BAG_ROWS rows x BAG_NV registers of columns, plus one level's W2 chunk and the rows' broadcast
+ * activations. 6 x 4 with 32 registers (24 + 4 + 1-4); 3 x 3 with 16 (9 + 3 + 3: 3 x 4 needs 19 and
+ * kept two accumulators on the stack, a store-forwarded chain through every level). */
+#define BAG_ROWS (FFFC_VREGS >= 32 ? 6 : 3)
+#define BAG_NV (FFFC_VREGS >= 32 ? 4 : 3)
+#define BAG_COLS (BAG_NV * FFFC_VC)
+/* columns per prefetch step of the bag: whole tiles, about 64 */
+#define BAG_STEP (BAG_COLS >= 64 ? BAG_COLS : 64 / BAG_COLS * BAG_COLS)
+
+/* The column blocks of a tile's bag (cols rounded up to whole register tiles; a tail under one step
+ * joins the last block, so that only the layer's own tail takes gbag's narrower loops) and, with a
+ * prefetch queue, its steps of BAG_STEP columns (the last step takes the rest of the block):
  * tile_bag walks them, bag_steps counts them to spread the queue evenly. */
 static inline long bag_block_end(const bag_t *bag, long c0) {
-    long cb = bag->cols > 0 ? (bag->cols + 63) / 64 * 64 : bag->dout, c1 = c0 + cb;
-    return c1 > bag->dout || bag->dout - c1 < 64 ? bag->dout : c1;
+    long cb = bag->cols > 0 ? (bag->cols + BAG_COLS - 1) / BAG_COLS * BAG_COLS : bag->dout, c1 = c0 + cb;
+    return c1 > bag->dout || bag->dout - c1 < BAG_STEP ? bag->dout : c1;
 }
-static inline long bag_step_end(long c, long c1) { return c + 128 <= c1 ? c + 64 : c1; }
+static inline long bag_step_end(long c, long c1) { return c + 2 * BAG_STEP <= c1 ? c + BAG_STEP : c1; }
 static long bag_steps(const bag_t *bag) {
     long n = 0;
     for (long c0 = 0, c1; c0 < bag->dout; c0 = c1) {

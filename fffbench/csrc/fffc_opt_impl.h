@@ -144,13 +144,7 @@ static void SFX(walk_all)(const fffc_plan *p, const void *x, void *y, long B, in
  * columns c0..c1 (BAG_NV registers' worth at a time, G x BAG_NV accumulators in registers, then 16,
  * then one). Rows come sorted by path, so at most levels the whole group sits at one node: that W2
  * chunk is loaded once for all G rows. dout is W2's row length; the caller sweeps column blocks over
- * all of a tile's groups. The tile is sized to the register file, accumulators plus one level's W2
- * chunk plus the rows' broadcast activations: 6 rows x 4 registers with 32 (24 + 4 + 1-4), 3 x 3 with
- * 16 (9 + 3 + 3; 3 x 4 needed 19 and kept two accumulators on the stack, a store-forwarded chain
- * through every level). */
-#define BAG_ROWS (FFFC_VREGS >= 32 ? 6 : 3)
-#define BAG_NV (FFFC_VREGS >= 32 ? 4 : 3)
-#define BAG_COLS (BAG_NV * FFFC_VC)
+ * all of a tile's groups. */
 #define DEF_GBAG(G)                                                                                    \
     static void SFX(gbag##G)(long dout, long c0, long c1, const void *w2, const int32_t *const *nid,       \
                              const float *const *act, int L, void *const *yr, int nt) {                \
@@ -243,7 +237,7 @@ static void SFX(tile_bag)(const bag_t *bag, const int32_t *rows, int R, int32_t 
                 ni[g] = nid + (size_t)r * L, ac[g] = act + (size_t)r * L;
                 yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
             }
-            if (q) /* a few lines per 64 columns: bursts of prefetches beyond the miss buffers stall the bag */
+            if (q) /* a few lines per step of BAG_STEP columns: bursts of prefetches beyond the miss buffers stall the bag */
                 for (long c = c0, e; c < c1; c = e) {
                     e = bag_step_end(c, c1);
                     pfq_step(q, per);
@@ -505,6 +499,3 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
 
 #undef NATIVE
 #undef CH
-#undef BAG_ROWS
-#undef BAG_COLS
-#undef BAG_NV
