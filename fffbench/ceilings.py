@@ -33,19 +33,43 @@ def _median_time(fn, sync=lambda: None, reps: int = 5, warm: int = 2) -> float:
     return summarize(samples)["median_s"]
 
 
+def _streaming_copy_gbps(nbytes: int, threads: int) -> float | None:
+    """The C library's threaded copy with non-temporal stores (``fffc_copy``), or None where it
+    cannot be built."""
+    try:
+        from fffbench.backends import _cbuild
+        from fffbench.backends._cpu import zeros_resident
+
+        lib = _cbuild.load().lib
+    except (ImportError, OSError, RuntimeError):
+        return None
+    src, dst = zeros_resident(nbytes, "uint8"), zeros_resident(nbytes, "uint8")
+    src[:] = 1
+    sp, dp = src.ctypes.data, dst.ctypes.data
+    return 2 * nbytes / _median_time(lambda: lib.fffc_copy(dp, sp, nbytes, threads)) / 1e9
+
+
 def cpu_ceilings(threads: int, dtypes=("float32",), copy_mib: int = 256, gemm_n: int = 1536) -> dict:
     """Copy bandwidth (bytes read + written per second) and GEMM rate at ``threads`` threads.
 
-    The copy is several times any CPU's last-level cache; torch's copy is multi-threaded, numpy's
-    is not, so torch is used."""
+    The copy is several times any CPU's last-level cache. Two copies are measured and the faster is
+    the ceiling: torch's threaded ``copy_`` and, where the C library builds, a copy with
+    non-temporal stores. torch's regular stores read every destination line before writing it (a
+    third of the traffic is that read), so its rate is not the most a kernel that streams its
+    output can get: 31 against 54 GB/s on the 2-core Zen 3 VM of notes/cpu-kernels.md. A floor
+    from the slower copy would let a kernel look closer to it than it is."""
     import torch
 
     out = {"threads": threads, "gemm_gflops": {}}
     with pinned_threads(threads):
         n = copy_mib * 2 ** 20 // 4
         src, dst = torch.ones(n), torch.empty(n)
-        t = _median_time(lambda: dst.copy_(src))
-        out["copy_gbps"] = 2 * n * 4 / t / 1e9
+        out["copy_gbps_torch"] = 2 * n * 4 / _median_time(lambda s=src, d=dst: d.copy_(s)) / 1e9
+        src = dst = None  # freed before the streaming copy's buffers
+        stream = _streaming_copy_gbps(n * 4, threads)
+        if stream is not None:
+            out["copy_gbps_stream"] = stream
+        out["copy_gbps"] = max(out["copy_gbps_torch"], stream or 0.0)
         for dt in dtypes:
             a = torch.randn(gemm_n, gemm_n).to(_tdtype(dt))
             b = torch.randn(gemm_n, gemm_n).to(_tdtype(dt))

@@ -265,3 +265,27 @@ def test_levels_declared():
             "fff-numba-opt": "optimized"}
     for name, level in want.items():
         assert fb.get_backend(name).level_on("cpu") == level
+
+
+@pytest.mark.parametrize("nbytes", [64 * 1024 + 4 * 64, 1000003])
+def test_streaming_copy_copies_every_byte(nbytes):
+    """fffc_copy, the copy behind the copy floor: streaming stores on whole lines, the tail (and an
+    odd length split over threads) by memcpy."""
+    _available("fff-c-opt")
+    from fffbench.backends._cpu import zeros_resident
+
+    src = zeros_resident(nbytes, np.uint8)
+    src[:] = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
+    dst = zeros_resident(nbytes, np.uint8)
+    _cbuild.load().lib.fffc_copy(dst.ctypes.data, src.ctypes.data, nbytes, 2)
+    assert np.array_equal(dst, src)
+
+
+def test_cpu_copy_ceiling_is_the_faster_copy():
+    """The run's copy ceiling is the faster of torch's copy and the streaming one, both recorded."""
+    _available("fff-c-opt")
+    from fffbench.ceilings import cpu_ceilings
+
+    c = cpu_ceilings(1, copy_mib=8, gemm_n=64)
+    assert c["copy_gbps_stream"] > 0 and c["copy_gbps_torch"] > 0
+    assert c["copy_gbps"] == max(c["copy_gbps_torch"], c["copy_gbps_stream"])
