@@ -205,7 +205,8 @@ WALK_STACK = 64
 #: one at a time; bagc: the bag of each group of rows as its walk ends (-1), or of the whole tile after
 #: its walk, bagc columns at a time (0: all); xpf: phase 2 prefetches the x rows of the tile after the current
 #: one, across subtree units (claimed one ahead), spread over the tile's walk and bag; p1g: phase 1 walks
-#: groups of p1g consecutive rows level by level instead of node-major tiles, pfd then counting groups)
+#: groups of p1g consecutive rows level by level instead of node-major tiles, phase 1's pfd then counting
+#: groups)
 #: and walk (group: rows walked together, pf: 2 prefetch both children, mt_rows:
 #: rows from which the walk uses every thread); min_rows: rows per subtree below which it walks
 DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 1, "unit": 0, "dyn": 1, "bagc": -1, "xpf": 0, "p1g": 0, "group": 4, "pf": 2, "mt_rows": 16,

@@ -352,7 +352,7 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
  * compute: the x rows pfd groups ahead are prefetched (to L2), a share of their lines before each
  * level, since a whole group's lines at once (288 at 6 rows) queue up behind the demand misses.
  * Measured on the 2-core Zen 3 VM (notes/cpu-kernels.md): 4.2 ms node-major, 3.5 ms in groups of 6
- * without prefetch, 2.9-3.0 ms in groups of 4 with it, against 1.8 ms for streaming x alone. */
+ * without prefetch, 2.85-3.2 ms in groups of 4 with it, against 1.8 ms for streaming x alone. */
 static void SFX(top_groups)(const fffc_plan *p, const void *x, long r0, int n, long B, int32_t *nid, float *act) {
     const size_t es = BF ? 2 : 4, rowb = (size_t)p->d * es;
     const long L = p->D + 1;
