@@ -34,19 +34,15 @@ def _median_time(fn, sync=lambda: None, reps: int = 5, warm: int = 2) -> float:
 
 
 def _streaming_copy_gbps(nbytes: int, threads: int) -> float | None:
-    """The C library's threaded copy with non-temporal stores (``fffc_copy``), or None where it
-    cannot be built."""
+    """The C library's streaming copy (:class:`~fffbench.backends._cpu.StreamingCopy`), or None
+    where it cannot be built."""
     try:
-        from fffbench.backends import _cbuild
-        from fffbench.backends._cpu import zeros_resident
+        from fffbench.backends._cpu import StreamingCopy
 
-        lib = _cbuild.load().lib
+        copy = StreamingCopy(nbytes, threads)
     except (ImportError, OSError, RuntimeError):
         return None
-    src, dst = zeros_resident(nbytes, "uint8"), zeros_resident(nbytes, "uint8")
-    src[:] = 1
-    sp, dp = src.ctypes.data, dst.ctypes.data
-    return 2 * nbytes / _median_time(lambda: lib.fffc_copy(dp, sp, nbytes, threads)) / 1e9
+    return 2 * nbytes / _median_time(copy) / 1e9
 
 
 def cpu_ceilings(threads: int, dtypes=("float32",), copy_mib: int = 256, gemm_n: int = 1536) -> dict:

@@ -71,19 +71,15 @@ def wait_quiet(limit_s: float = 120, threshold: float = 0.15) -> float:
 
 class CopyFloor:
     """A copy of half the FFF layer's compulsory bytes (so that the bytes read plus written equal
-    them), with the C library's threaded copy on resident buffers."""
+    them), with the C library's streaming copy on resident buffers."""
 
     def __init__(self, nbytes: int, threads: int):
-        from fffbench.backends import _cbuild
-        from fffbench.backends._cpu import zeros_resident
+        from fffbench.backends._cpu import StreamingCopy
 
-        self.lib, self.n, self.threads = _cbuild.load().lib, nbytes // 2, threads
-        self.src, self.dst = zeros_resident(self.n, np.uint8), zeros_resident(self.n, np.uint8)
-        self.src[:] = 1
-        self.sp, self.dp = self.src.ctypes.data, self.dst.ctypes.data
+        self.copy, self.n = StreamingCopy(nbytes // 2, threads), nbytes // 2
 
     def run(self, _x):
-        self.lib.fffc_copy(self.dp, self.sp, self.n, self.threads)
+        self.copy()
 
     def describe(self) -> str:
         return f"copy of {self.n / 1e6:.0f} MB: {2 * self.n / 1e6:.0f} MB read + written"

@@ -269,16 +269,15 @@ def test_levels_declared():
 
 @pytest.mark.parametrize("nbytes", [64 * 1024 + 4 * 64, 1000003])
 def test_streaming_copy_copies_every_byte(nbytes):
-    """fffc_copy, the copy behind the copy floor: streaming stores on whole lines, the tail (and an
-    odd length split over threads) by memcpy."""
+    """The copy behind the copy floors: streaming stores on whole lines, the tail (and an odd length
+    split over threads) by memcpy."""
     _available("fff-c-opt")
-    from fffbench.backends._cpu import zeros_resident
+    from fffbench.backends._cpu import StreamingCopy
 
-    src = zeros_resident(nbytes, np.uint8)
-    src[:] = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
-    dst = zeros_resident(nbytes, np.uint8)
-    _cbuild.load().lib.fffc_copy(dst.ctypes.data, src.ctypes.data, nbytes, 2)
-    assert np.array_equal(dst, src)
+    copy = StreamingCopy(nbytes, 2)
+    copy.src[:] = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
+    copy()
+    assert np.array_equal(copy.dst, copy.src)
 
 
 def test_cpu_copy_ceiling_is_the_faster_copy():

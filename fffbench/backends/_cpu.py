@@ -54,6 +54,23 @@ def zeros_resident(shape, dtype=np.float32) -> np.ndarray:
     return out
 
 
+class StreamingCopy:
+    """``nbytes`` copied between two resident buffers by the C library's threaded copy with
+    streaming stores (``fffc_copy``): the copy floors' measure (run ceilings and bench_cpu.py's
+    paired floor). Raises the C build's error where the library cannot be built."""
+
+    def __init__(self, nbytes: int, threads: int):
+        from fffbench.backends import _cbuild
+
+        self.lib, self.nbytes, self.threads = _cbuild.load().lib, nbytes, threads
+        self.src, self.dst = zeros_resident(nbytes, np.uint8), zeros_resident(nbytes, np.uint8)
+        self.src[:] = 1
+        self._sp, self._dp = self.src.ctypes.data, self.dst.ctypes.data
+
+    def __call__(self) -> None:
+        self.lib.fffc_copy(self._dp, self._sp, self.nbytes, self.threads)
+
+
 def to_bf16_bits(a) -> np.ndarray:
     """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even."""
     u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
