@@ -201,6 +201,8 @@ def _declare(lib):
         "fff_l2": (None, [P, L, L, L, L, L, P, P, P, P, P, P, P, I]),
         "fff_opt_walk": (None, [P, P, P, L, P, P]),
         "fff_opt_bucket": (None, [P, P, P, L, P, P, P, P, P]),
+        "fff_amx_bucket": (I, [P, P, P, L, P, P, P, P, P, P]),
+        "fffc_amx_init": (I, []),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from fffbench.backends import _cbuild
+from fffbench.backends import _amx, _cbuild
 from fffbench.backends._cpu import (
     NativeKernel,
     TuneCache,
@@ -210,7 +210,9 @@ WALK_STACK = 64
 #: and walk (group: rows walked together, pf: 2 prefetch both children, mt_rows:
 #: rows from which the walk uses every thread); min_rows: rows per subtree below which it walks
 DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 1, "unit": 0, "dyn": 1, "bagc": -1, "xpf": 0, "p1g": 0, "group": 4, "pf": 2, "mt_rows": 16,
-            "min_rows": 16}
+            "min_rows": 16, "amx": 0, "chunk": 1024}
+#: batches from which a bf16 kernel may take the AMX path (fff_amx_bucket), when tuning chose it
+AMX_ROWS = 1024
 #: the search space (S: top_level_space)
 SPACE = {"R": [64, 128, 256], "blk": [1, 2, 3], "pfd": [0, 1, 2], "nt": [0, 1], "unit": [0, 128, 512],
          "dyn": [0, 1], "bagc": [-1, 0, 256], "xpf": [0, 1], "p1g": [0, 4, 6]}
@@ -233,6 +235,8 @@ class OptKernel(CKernel):
         self._small_y: dict[int, np.ndarray] = {}
         self._small_ok = layer.trees * layer.levels <= WALK_STACK
         self.params = dict(DEFAULTS, S=min(choose_top_levels(layer.depth, layer.width, layer.dout), layer.depth))
+        self.amx_reason = _amx.unsupported(layer, "bfloat16" if bf16 else "float32")
+        self._amx = None if self.amx_reason else _amx.AmxPath(layer, w1, b1, w2, max(1, threads))
         super().__init__(None, layer.dout, threads, scratch=self._scratch_for, bf16=bf16, uses_blas=False)
         note = self._tune(params)
         self.call_us = self._call_overhead()
@@ -240,6 +244,9 @@ class OptKernel(CKernel):
         path = ("bf16 dots avx512bf16" if lib.fffc_bf16_native() else "bf16 widened to fp32") if bf16 else \
             ("fp32 avx512f" if "avx512f" in isa else "fp32 avx2" if "avx2" in isa else "fp32 generic")
         p = self.params
+        if bf16:
+            path += (f"; from B={AMX_ROWS}: {self._amx.describe()}" if p["amx"] else
+                     f"; AMX path not taken: {self.amx_reason or 'slower here at tuning'}")
         self.impl += (f"; {path}; bucket S={p['S']} tile={p['R']} block={p['blk']} prefetch={p['pfd']} "
                       f"stream={p['nt']} unit={p['unit']} dynamic={p['dyn']} bag columns={p['bagc']} lookahead={p['xpf']} phase-1 groups={p['p1g']}; walk group={p['group']} threads from B={p['mt_rows']}; "
                       f"{note}; call overhead {self.call_us:.2f} us")
@@ -251,15 +258,22 @@ class OptKernel(CKernel):
         for k in ("group", "pf", "mt_rows", "S", "R", "blk", "pfd", "unit", "dyn", "bagc", "xpf", "p1g"):
             setattr(self.plan, k, int(p[k]))
         self.plan.nt = int(bool(p["nt"]) and nt_ok)
+        if self._amx:
+            self._amx.set_chunk(p["chunk"])
         self._buffers.clear()
 
     def bucketed(self, n: int) -> bool:
         S = self.params["S"]
         return self.layer.trees == 1 and self.layer.depth > S and n >= self.params["min_rows"] << S
 
+    def amx_for(self, n: int) -> bool:
+        return bool(self._amx and self.params["amx"] and n >= AMX_ROWS)
+
     def _scratch_for(self, n: int):
         P = self.layer.trees * self.layer.levels
         nid, act = zeros_resident(n * P, np.int32), zeros_resident(n * P, np.float32)
+        if self.amx_for(n):
+            return nid, act, ("amx", self._amx.scratch(n))
         if not self.bucketed(n):
             return nid, act, None
         R, T = self.params["R"], 1 << self.params["S"]
@@ -290,7 +304,9 @@ class OptKernel(CKernel):
             self._small(self._pp, cptr(x), cptr(y), B)
             return
         nid, act, more = s
-        if more is None:
+        if more is not None and isinstance(more[0], str):
+            self._amx.run(x, y, nid, act, more[1])
+        elif more is None:
             self._walk(self._pp, _ptr(x), _ptr(y), B, _ptr(nid), _ptr(act))
         else:
             perm, start, work = more
@@ -356,6 +372,10 @@ class OptKernel(CKernel):
             if best["S"] not in space["S"]:
                 best["S"] = space["S"][len(space["S"]) // 2]
             found, _ = coordinate_search(space, {k: best[k] for k in space}, measure)
+            best |= found
+        if self._amx:  # the AMX path against the best of the other, paired, at each unit size
+            found, _ = coordinate_search({"amx": [0, 1], "chunk": _amx.CHUNKS}, {"amx": 1, "chunk": best["chunk"]},
+                                         lambda q: measure(best | q))
             best |= found
         self._apply(best)
         if self.threads > 1:  # the smallest batch at which the walk gains from more threads
