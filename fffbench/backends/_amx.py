@@ -18,7 +18,6 @@ from fffbench.backends import _cbuild
 from fffbench.backends._cpu import zeros_resident
 
 MAX_BLOCKS = 4  # AMX_MAXB in fffc_amx.c
-MAX_DOUT = 2048  # AMX_MAX_DOUT
 #: rows per unit (a subtree below block 0, at most this many at a time): the unit's staged x rows
 #: (chunk x 1.5 KB at d = 768) stay in L2 while its later blocks regroup them
 CHUNKS = [256, 512, 1024, 2048]
@@ -29,7 +28,7 @@ class AmxPlan(ctypes.Structure):
 
     _fields_ = [(n, ctypes.c_long) for n in ("d", "dout", "D")] + \
         [(n, ctypes.c_void_p) for n in ("b1", "w1p", "w2p")] + \
-        [(n, ctypes.c_int) for n in ("nb", "nthreads", "chunk")] + [("bl", ctypes.c_int * MAX_BLOCKS)]
+        [(n, ctypes.c_int) for n in ("nb", "nthreads", "chunk", "pf")] + [("bl", ctypes.c_int * MAX_BLOCKS)]
 
 
 def blocks_for(levels: int) -> list[int]:
@@ -48,8 +47,8 @@ def unsupported(layer, dtype: str) -> str | None:
         return "no AMX tiles in this build's target"
     if layer.trees != 1 or not 5 <= layer.levels <= 4 * MAX_BLOCKS:
         return "AMX path: one tree of 5 to 16 levels"
-    if layer.width % 32 or layer.dout % 32 or layer.dout > MAX_DOUT:
-        return f"AMX path: width and output width multiples of 32, output width at most {MAX_DOUT}"
+    if layer.width % 32 or layer.dout % 32:
+        return "AMX path: width and output width multiples of 32"
     bl = blocks_for(layer.levels)
     if sum(bl[:-1]) + (1 << bl[-1]) - 1 > 32:
         return "AMX path: the last block's ancestors and nodes exceed 32"
@@ -108,7 +107,7 @@ class AmxPath:
         self.b1, self.threads, self.layer = b1, threads, layer
         bl = (ctypes.c_int * MAX_BLOCKS)(*self.blocks)
         self.plan = AmxPlan(layer.width, layer.dout, layer.depth, b1.ctypes.data, self.w1p.ctypes.data,
-                            self.w2p.ctypes.data, len(self.blocks), threads, chunk, bl)
+                            self.w2p.ctypes.data, len(self.blocks), threads, chunk, 3, bl)
         self._pp = ctypes.c_void_p(ctypes.addressof(self.plan))
         self._fn = _cbuild.load().lib.fff_amx_bucket
 
@@ -116,11 +115,12 @@ class AmxPath:
     def chunk(self) -> int:
         return self.plan.chunk
 
-    def set_chunk(self, chunk: int) -> None:
-        self.plan.chunk = int(chunk)
+    def set(self, chunk: int, prefetch: int) -> None:
+        self.plan.chunk, self.plan.pf = int(chunk), int(prefetch)
 
     def describe(self) -> str:
-        return f"bf16 on AMX tiles, blocks {'+'.join(map(str, self.blocks))}, unit {self.chunk} rows"
+        return (f"bf16 on AMX tiles, blocks {'+'.join(map(str, self.blocks))}, unit {self.chunk} rows, "
+                f"prefetch {self.plan.pf}")
 
     def scratch(self, n: int) -> tuple:
         """perm, start, stage, work for n rows (nid and act come with the kernel's scratch)."""

@@ -219,6 +219,44 @@ FFFC_INLINE vc ldc(const void *p, size_t i, int bf) {
 #endif
 }
 
+/* A queue of x rows (then byte ranges: weight rows) to prefetch into L2, a few cache lines at a time
+ * while other work runs: a whole row set at once queues up behind the demand misses. */
+typedef struct {
+    const char *x;
+    const int32_t *rows; /* the rows, or NULL for rows first, first + 1, ... */
+    long first;
+    int n;
+    size_t rowb;
+    size_t done, total; /* lines issued, lines in all (x rows, then the ranges) */
+    size_t r, o;        /* position: row index, byte offset in the row */
+    int nrg, g;         /* byte ranges (weight rows) after the x rows, and the current one */
+    size_t go;          /* byte offset in the current range */
+    const char *rg[32];
+    size_t rgb[32];
+} pfq_t;
+
+/* add a byte range (lines of it) to the queue's tail */
+static inline void pfq_range(pfq_t *q, const void *p, size_t bytes) {
+    if (q->nrg < 32 && bytes) q->rg[q->nrg] = (const char *)p, q->rgb[q->nrg++] = bytes, q->total += (bytes + 63) / 64;
+}
+
+static inline void pfq_step(pfq_t *q, size_t lines) {
+    size_t xl = (size_t)q->n * ((q->rowb + 63) / 64);
+    for (; lines && q->done < q->total; lines--, q->done++) {
+        const char *p;
+        if (q->done < xl) {
+            p = q->x + (size_t)(q->rows ? q->rows[q->r] : q->first + (long)q->r) * q->rowb + q->o;
+            q->o += 64;
+            if (q->o >= q->rowb) q->o = 0, q->r++;
+        } else {
+            p = q->rg[q->g] + q->go;
+            q->go += 64;
+            if (q->go >= q->rgb[q->g]) q->go = 0, q->g++;
+        }
+        __builtin_prefetch(p, 0, 2); /* to L2 */
+    }
+}
+
 static inline int fffc_threads(int n) {
 #ifdef _OPENMP
     return n > 0 ? n : omp_get_max_threads();

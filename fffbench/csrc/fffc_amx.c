@@ -34,7 +34,6 @@
 #endif
 
 #define AMX_MAXB 4 /* blocks (the tree's depth + 1 <= 16 levels) */
-#define AMX_MAX_DOUT 2048 /* output width (a tile's output rows are assembled on the stack) */
 
 /* laid out as AmxPlan in c_cpu.py */
 typedef struct {
@@ -43,6 +42,7 @@ typedef struct {
     const uint16_t *w1p;     /* packed W1: block by block, subtree by subtree, d/32 tiles of 16 x 32 */
     const uint16_t *w2p;     /* packed W2: per last-block subtree, dout/16 tiles of 16 x 32 */
     int nb, nthreads, chunk; /* blocks, threads, rows per unit */
+    int pf;                  /* prefetch (amx_pf): bit 0 the next unit's x rows, bit 1 the next child's weights */
     int bl[AMX_MAXB];        /* levels per block (<= 4) */
 } fffc_amx_plan;
 
@@ -58,6 +58,24 @@ int fffc_amx_init(void) {
 }
 
 #if FFFC_AMX
+
+/* Built with -DFFFC_AMX_PROFILE: time stamps per part and thread, read (and reset) by
+ * fffc_amx_profile; how notes/cpu-kernels.md breaks the kernel's time down. Otherwise nothing. */
+enum { P_BLK0, P_LOGITS, P_WALK, P_BAG, P_REGATHER, P_GATHER, P_SORT, P_PARTS };
+#ifdef FFFC_AMX_PROFILE
+#include <x86intrin.h>
+static uint64_t prof_[8][P_PARTS];
+#define PROF_T(v) uint64_t v = __rdtsc()
+#define PROF_ADD(part, t) (prof_[omp_get_thread_num() & 7][part] += __rdtsc() - (t), t = __rdtsc())
+uint64_t fffc_tsc(void) { return __rdtsc(); }
+void fffc_amx_profile(uint64_t *out) {
+    memcpy(out, prof_, sizeof prof_);
+    memset(prof_, 0, sizeof prof_);
+}
+#else
+#define PROF_T(v)
+#define PROF_ADD(part, t)
+#endif
 
 typedef struct {
     uint8_t palette, start;
@@ -87,6 +105,29 @@ typedef struct {
     int32_t *nid;
     float *act;
 } amx_ctx;
+
+/* What a thread prefetches while it works: the next unit's x rows and block-1 weights (x), and the
+ * next child subtree's last-block weights (w), each a share of lines per step of work (tick) so that
+ * the memory streams under the tile products instead of before them: gathering a unit's rows from
+ * DRAM, and a subtree's packed weights on first touch, cost a third of the kernel when not overlapped. */
+typedef struct {
+    pfq_t x, w;
+    size_t xper, wper;
+} amx_pf;
+
+static inline void tick(amx_pf *f) {
+    pfq_step(&f->w, f->wper);
+    pfq_step(&f->x, f->xper);
+}
+
+/* steps (ticks) of work in a unit of n rows, and in a last-block subtree of m rows: the lines of a
+ * queue are spread over them */
+static inline size_t unit_ticks(const fffc_amx_plan *p, long n) {
+    return (size_t)(n * (p->nb - 1) + (p->nb - 1) * (n / 64 + 1) + (n / 16 + 8) * ((p->dout + 63) / 64));
+}
+static inline size_t child_ticks(const fffc_amx_plan *p, long m) {
+    return (size_t)(m + m / 64 + 1 + (m / 16 + 1) * ((p->dout + 63) / 64));
+}
 
 /* The logits of n <= 64 staged rows (stride rowb) for the 15 nodes of one subtree: up to four 16-row
  * tiles share each weight tile. Rows past n in the last tile are whatever the buffer holds; their
@@ -143,15 +184,15 @@ static inline int walk_block(const amx_ctx *c, int b, long sub, long r, const fl
 
 /* y rows of n <= 64 rows of one last-block subtree: activations as 16 x 32 bf16 tiles (ancestors in
  * columns 0 .. lb-1, the block's 15 nodes after them), times the subtree's 32 W2 rows, 64 output
- * columns (four accumulator tiles) at a time. A tile's 16 output rows are assembled in L1 and then
- * streamed out whole, row by row: 64-byte streaming stores to 16 rows in turn took 1.7x as long. */
-static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, const int (*locs)[4]) {
+ * columns (four accumulator tiles) at a time, converted and streamed to y as soon as stored: two
+ * lines per row and step keep the write-combining buffers draining under the next step's products
+ * (assembling a tile's rows in L1 and streaming each out whole took 1.25x as long). */
+static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, const int (*locs)[4], amx_pf *pf) {
     const fffc_amx_plan *p = c->p;
     const int b = p->nb - 1, lb = c->lev0[b], nl = p->bl[b];
     const long L = c->L, dout = p->dout;
     uint16_t a[64][32] __attribute__((aligned(64)));
     float cb[4][16][16] __attribute__((aligned(64)));
-    uint16_t yb[16][AMX_MAX_DOUT] __attribute__((aligned(64)));
     const uint16_t *w = p->w2p + (size_t)sub * (dout / 16) * 512;
     const __mmask16 all = (__mmask16)((1u << L) - 1);
     for (int i = 0; i < n; i++) { /* GELU of the row's pre-activations, as bf16, into its columns */
@@ -164,9 +205,12 @@ static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, co
     }
     for (int t0 = 0; t0 < n; t0 += 16) {
         const int nr = n - t0 < 16 ? n - t0 : 16;
+        uint16_t *yrow[16];
+        for (int i = 0; i < nr; i++) yrow[i] = (uint16_t *)c->y + (size_t)rows[t0 + i] * dout;
         _tile_loadd(4, a[t0], 64);
         long cc = 0;
         for (; cc + 4 <= dout / 16; cc += 4) {
+            tick(pf);
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
@@ -184,9 +228,9 @@ static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, co
             _tile_stored(2, cb[2], 64);
             _tile_stored(3, cb[3], 64);
             for (int i = 0; i < nr; i++) {
-                uint16_t *o = yb[i] + cc * 16;
-                _mm512_store_si512(o, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(cb[1][i]), _mm512_load_ps(cb[0][i])));
-                _mm512_store_si512(o + 32, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(cb[3][i]), _mm512_load_ps(cb[2][i])));
+                __m512i *o = (__m512i *)(yrow[i] + cc * 16);
+                _mm512_stream_si512(o, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(cb[1][i]), _mm512_load_ps(cb[0][i])));
+                _mm512_stream_si512(o + 1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(cb[3][i]), _mm512_load_ps(cb[2][i])));
             }
         }
         for (; cc < dout / 16; cc += 2) { /* dout % 64 == 32 */
@@ -199,12 +243,8 @@ static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, co
             _tile_stored(0, cb[0], 64);
             _tile_stored(1, cb[1], 64);
             for (int i = 0; i < nr; i++)
-                _mm512_store_si512(yb[i] + cc * 16, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(cb[1][i]), _mm512_load_ps(cb[0][i])));
-        }
-        for (int i = 0; i < nr; i++) {
-            char *yr = (char *)c->y + (size_t)rows[t0 + i] * dout * 2;
-            for (long o = 0; o < dout * 2; o += 64)
-                _mm512_stream_si512((__m512i *)(yr + o), _mm512_load_si512((const char *)yb[i] + o));
+                _mm512_stream_si512((__m512i *)(yrow[i] + cc * 16),
+                                    (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(cb[1][i]), _mm512_load_ps(cb[0][i])));
         }
     }
 }
@@ -213,7 +253,7 @@ static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, co
  * then each child subtree's rows are gathered into the next stage and go on to block b + 1, or, in the
  * last block, to the bag. ws: per recursion depth, int scratch of 4 x chunk. */
 static void unit_block(const amx_ctx *c, int b, long sub, const char *stage, const int32_t *rows, int n, char *const *stages,
-                       int32_t *ws) {
+                       int32_t *ws, amx_pf *pf) {
     const fffc_amx_plan *p = c->p;
     if (b >= AMX_MAXB) return;
     int last = b == p->nb - 1, nl = p->bl[b], nch = 1 << nl;
@@ -224,9 +264,14 @@ static void unit_block(const amx_ctx *c, int b, long sub, const char *stage, con
     int locs[64][4];
     for (int i0 = 0; i0 < n; i0 += 64) {
         int g = n - i0 < 64 ? n - i0 : 64;
+        tick(pf);
+        PROF_T(t);
         block_logits(c, stage + (size_t)i0 * c->rowb, g, w, z);
+        PROF_ADD(P_LOGITS, t);
         for (int i = 0; i < g; i++) child[i0 + i] = walk_block(c, b, sub, rows[i0 + i], z + 16 * i, locs[i]);
-        if (last) block_bag(c, sub, rows + i0, g, (const int(*)[4])locs);
+        PROF_ADD(P_WALK, t);
+        if (last) block_bag(c, sub, rows + i0, g, (const int(*)[4])locs, pf);
+        PROF_ADD(P_BAG, t);
     }
     if (last) return;
     /* stable counting sort of the staged rows by child */
@@ -237,15 +282,30 @@ static void unit_block(const amx_ctx *c, int b, long sub, const char *stage, con
     memcpy(pos, cnt, sizeof pos);
     for (int i = 0; i < n; i++) order[pos[child[i]]++] = i;
     char *next = stages[0];
+    const int below_last = b + 1 == p->nb - 1 && b + 1 < AMX_MAXB;
     for (int k = 0; k < nch; k++) {
         int lo = cnt[k], m = cnt[k + 1] - lo;
         if (!m) continue;
+        if (below_last && (p->pf & 2)) { /* the next non-empty child's weights, over this child's work */
+            int k2 = k + 1;
+            while (k2 < nch && cnt[k2 + 1] == cnt[k2]) k2++;
+            pf->w.n = 0, pf->w.nrg = 0, pf->w.done = pf->w.total = 0, pf->w.g = 0, pf->w.go = 0;
+            if (k2 < nch) {
+                long s2 = (sub << nl) + k2;
+                pfq_range(&pf->w, p->w1p + (size_t)(c->sub0[b + 1] + s2) * c->w1sub, c->w1sub * 2);
+                pfq_range(&pf->w, p->w2p + (size_t)s2 * (p->dout / 16) * 512, (size_t)(p->dout / 16) * 1024);
+            }
+            pf->wper = (pf->w.total + child_ticks(p, m) - 1) / child_ticks(p, m);
+        }
+        PROF_T(t);
         for (int i = 0; i < m; i++) {
             int s = order[lo + i];
             crow[i] = rows[s];
+            tick(pf);
             memcpy(next + (size_t)i * c->rowb, stage + (size_t)s * c->rowb, c->rowb);
         }
-        unit_block(c, b + 1, (sub << nl) + k, next, crow, m, stages + 1, ws + 4 * chunk);
+        PROF_ADD(P_REGATHER, t);
+        unit_block(c, b + 1, (sub << nl) + k, next, crow, m, stages + 1, ws + 4 * chunk, pf);
     }
 }
 
@@ -281,7 +341,9 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
                 memcpy(tail, xs, (size_t)n * c.rowb);
                 xs = tail;
             }
+            PROF_T(t);
             block_logits(&c, xs, n, p->w1p, z);
+            PROF_ADD(P_BLK0, t);
             for (int i = 0; i < n; i++) {
                 int ch = walk_block(&c, 0, 0, r0 + i, z + 16 * i, locs[i]);
                 nid[(r0 + i) * L + c.lev0[1]] = (int32_t)ch; /* the subtree below, for the sort */
@@ -290,6 +352,7 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
         _tile_release();
     }
     /* counting sort by the subtree below block 0, then units of at most `chunk` rows */
+    PROF_T(ts);
     long *units = start + T + 1, nunits = 0, lb1 = c.lev0[1];
     for (long t = 0; t <= T; t++) start[t] = 0;
     for (long r = 0; r < B; r++) start[nid[r * L + lb1] + 1]++;
@@ -305,6 +368,7 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
             units[3 * nunits + 2] = t, nunits++;
         }
     long next = 0;
+    PROF_ADD(P_SORT, ts);
 #pragma omp parallel num_threads(nth)
     {
         int id = 0;
@@ -316,21 +380,38 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
         char *stages[AMX_MAXB];
         for (int b = 0; b < p->nb - 1; b++) stages[b] = st + (size_t)b * (chunk + 64) * c.rowb;
         int32_t *ws = work + (size_t)4 * chunk * p->nb * id;
-        for (long u = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED); u < nunits;
-             u = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED)) {
+        amx_pf pf;
+        memset(&pf, 0, sizeof pf);
+        /* units are claimed one ahead, so that the next one's rows are known while this one runs */
+        long u = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+        long un = u < nunits ? __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED) : nunits;
+        while (u < nunits) {
             long first = units[3 * u];
             int n = (int)units[3 * u + 1];
             int32_t *rows = ws + 3 * chunk;
+            pfq_t q = {(const char *)x, un < nunits ? perm + units[3 * un] : NULL, 0,
+                       un < nunits ? (int)units[3 * un + 1] : 0, c.rowb, 0, 0, 0, 0, 0, 0, 0};
+            q.total = (size_t)q.n * ((c.rowb + 63) / 64);
+            if (un < nunits) pfq_range(&q, p->w1p + (size_t)(c.sub0[1] + units[3 * un + 2]) * c.w1sub, c.w1sub * 2);
+            pf.x = q;
+            pf.xper = p->pf & 1 ? (q.total + unit_ticks(p, n) - 1) / unit_ticks(p, n) : 0;
+            pf.wper = 0;
+            PROF_T(t);
             for (int i = 0; i < n; i++) {
                 int32_t r = perm[first + i];
                 rows[i] = r;
-                if (i + 4 < n) {
-                    const char *q = (const char *)x + (size_t)perm[first + i + 4] * c.rowb;
-                    for (size_t o = 0; o < c.rowb; o += 64) __builtin_prefetch(q + o, 0, 3);
+                tick(&pf);
+                if (i + 4 < n) { /* rows the queue did not bring in (the first unit's, or a queue off) */
+                    const char *q4 = (const char *)x + (size_t)perm[first + i + 4] * c.rowb;
+                    for (size_t o = 0; o < c.rowb; o += 64) __builtin_prefetch(q4 + o, 0, 3);
                 }
                 memcpy(stages[0] + (size_t)i * c.rowb, (const char *)x + (size_t)r * c.rowb, c.rowb);
             }
-            unit_block(&c, 1, units[3 * u + 2], stages[0], rows, n, stages + 1, ws + 4 * chunk);
+            PROF_ADD(P_GATHER, t);
+            unit_block(&c, 1, units[3 * u + 2], stages[0], rows, n, stages + 1, ws + 4 * chunk, &pf);
+            if (p->pf & 1) pfq_step(&pf.x, pf.x.total);
+            u = un;
+            un = u < nunits ? __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED) : nunits;
         }
         _tile_release();
     }

@@ -47,43 +47,6 @@ typedef struct {
     int p1g;                    /* bucket: phase 1 walks groups of p1g consecutive rows (0: node-major tiles) */
 } fffc_plan;
 
-/* A queue of x rows to prefetch, a few cache lines at a time, while other work runs. */
-typedef struct {
-    const char *x;
-    const int32_t *rows; /* the rows, or NULL for rows first, first + 1, ... */
-    long first;
-    int n;
-    size_t rowb;
-    size_t done, total; /* lines issued, lines in all (x rows, then the ranges) */
-    size_t r, o;        /* position: row index, byte offset in the row */
-    int nrg, g;         /* byte ranges (weight rows) after the x rows, and the current one */
-    size_t go;          /* byte offset in the current range */
-    const char *rg[32];
-    size_t rgb[32];
-} pfq_t;
-
-/* add a byte range (lines of it) to the queue's tail */
-static inline void pfq_range(pfq_t *q, const void *p, size_t bytes) {
-    if (q->nrg < 32 && bytes) q->rg[q->nrg] = (const char *)p, q->rgb[q->nrg++] = bytes, q->total += (bytes + 63) / 64;
-}
-
-static inline void pfq_step(pfq_t *q, size_t lines) {
-    size_t xl = (size_t)q->n * ((q->rowb + 63) / 64);
-    for (; lines && q->done < q->total; lines--, q->done++) {
-        const char *p;
-        if (q->done < xl) {
-            p = q->x + (size_t)(q->rows ? q->rows[q->r] : q->first + (long)q->r) * q->rowb + q->o;
-            q->o += 64;
-            if (q->o >= q->rowb) q->o = 0, q->r++;
-        } else {
-            p = q->rg[q->g] + q->go;
-            q->go += 64;
-            if (q->go >= q->rgb[q->g]) q->go = 0, q->g++;
-        }
-        __builtin_prefetch(p, 0, 2); /* to L2 */
-    }
-}
-
 /* where the bag writes: fused into the last block of the walk */
 typedef struct {
     const void *w2;
