@@ -29,6 +29,8 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=512)
     ap.add_argument("--prefetch", type=int, default=2)
     ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--cold", action="store_true", help="write 512 MiB between calls (as an interleaved "
+                    "benchmark's other kernels do): x and the weights come from DRAM")
     a = ap.parse_args()
     cache = tempfile.mkdtemp(prefix="fffbench-amx-profile-")
     os.environ["FFFBENCH_CACHE_DIR"] = cache
@@ -51,7 +53,10 @@ def main() -> int:
             lib.fffc_amx_profile(out)
             c0 = time.perf_counter_ns(), _tsc(lib)
             walls = []
+            junk = np.zeros(64 << 20) if a.cold else None
             for _ in range(a.calls):
+                if junk is not None:
+                    junk += 1.0
                 t = time.perf_counter()
                 k.run(x)
                 walls.append(time.perf_counter() - t)

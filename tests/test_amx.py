@@ -86,19 +86,21 @@ def _amx_available():
     return c_cpu
 
 
-# (layer, unit rows): three and two blocks, uneven blocks, an output width with a 32-column tail,
-# units smaller than a subtree's rows, a batch that is not a multiple of 16
-AMX_CASES = [(fb.FFF(width=64, depth=11), 256), (fb.FFF(width=96, depth=7, out_width=96), 1024),
-             (fb.FFF(width=64, depth=9, out_width=32), 256), (fb.FFF(width=128, depth=5, bias=False), 2048)]
+# (layer, parameters): three and two blocks, uneven blocks, an output width with a 32-column tail,
+# units smaller than a subtree's rows, phase-1 groups with and without the staging copy, prefetch
+# on and off; batches that are not multiples of 16 or of a group
+AMX_CASES = [(fb.FFF(width=64, depth=11), {"chunk": 64, "amxpf": 3}),
+             (fb.FFF(width=96, depth=7, out_width=96), {"chunk": 1024, "agroup": 128, "amxpf": 0}),
+             (fb.FFF(width=64, depth=9, out_width=32), {"chunk": 64, "amxpf": 2}),
+             (fb.FFF(width=128, depth=5, bias=False), {"agroup": 512, "amxpf": 1})]
 
 
 @pytest.mark.parametrize("case", range(len(AMX_CASES)))
 def test_amx_path_matches_reference(case):
     c_cpu = _amx_available()
-    layer, chunk = AMX_CASES[case]
+    layer, params = AMX_CASES[case]
     w = layer.init_weights(seed=case)
-    kern = c_cpu.build_fff_opt(layer, w, device="cpu", dtype="bfloat16", threads=2,
-                               params={"amx": 1, "chunk": chunk})
+    kern = c_cpu.build_fff_opt(layer, w, device="cpu", dtype="bfloat16", threads=2, params={"amx": 1} | params)
     assert "AMX tiles" in kern.describe()
     for batch in (3001, 1024):
         x = fb.make_input("gaussian", batch, layer.width, seed=batch)

@@ -18,9 +18,10 @@ from fffbench.backends import _cbuild
 from fffbench.backends._cpu import zeros_resident
 
 MAX_BLOCKS = 4  # AMX_MAXB in fffc_amx.c
-#: rows per unit (a subtree below block 0, at most this many at a time): the unit's staged x rows
-#: (chunk x 1.5 KB at d = 768) stay in L2 while its later blocks regroup them
-CHUNKS = [256, 512, 1024, 2048]
+#: tuned: rows per phase-1 group (consecutive rows through every block but the last; the group's x
+#: rows and its stages stay in L2) and at most per phase-2 unit (one last-block subtree's rows)
+GROUPS = [128, 256, 512]
+CHUNKS = [64, 256, 1024]
 
 
 class AmxPlan(ctypes.Structure):
@@ -28,7 +29,7 @@ class AmxPlan(ctypes.Structure):
 
     _fields_ = [(n, ctypes.c_long) for n in ("d", "dout", "D")] + \
         [(n, ctypes.c_void_p) for n in ("b1", "w1p", "w2p")] + \
-        [(n, ctypes.c_int) for n in ("nb", "nthreads", "chunk", "pf")] + [("bl", ctypes.c_int * MAX_BLOCKS)]
+        [(n, ctypes.c_int) for n in ("nb", "nthreads", "group", "chunk", "pf")] + [("bl", ctypes.c_int * MAX_BLOCKS)]
 
 
 def blocks_for(levels: int) -> list[int]:
@@ -100,34 +101,33 @@ def pack_w2(w2: np.ndarray, blocks: list[int]) -> np.ndarray:
 class AmxPath:
     """The packed weights, the plan and the per-batch scratch of the AMX path of one kernel."""
 
-    def __init__(self, layer, w1, b1, w2, threads: int, chunk: int = 1024):
+    def __init__(self, layer, w1, b1, w2, threads: int, group: int = 256, chunk: int = 256):
         self.blocks = blocks_for(layer.levels)
         self.w1p = _resident(pack_w1(w1, self.blocks))
         self.w2p = _resident(pack_w2(w2, self.blocks))
         self.b1, self.threads, self.layer = b1, threads, layer
         bl = (ctypes.c_int * MAX_BLOCKS)(*self.blocks)
         self.plan = AmxPlan(layer.width, layer.dout, layer.depth, b1.ctypes.data, self.w1p.ctypes.data,
-                            self.w2p.ctypes.data, len(self.blocks), threads, chunk, 3, bl)
+                            self.w2p.ctypes.data, len(self.blocks), threads, group, chunk, 1, bl)
         self._pp = ctypes.c_void_p(ctypes.addressof(self.plan))
         self._fn = _cbuild.load().lib.fff_amx_bucket
 
-    @property
-    def chunk(self) -> int:
-        return self.plan.chunk
-
-    def set(self, chunk: int, prefetch: int) -> None:
-        self.plan.chunk, self.plan.pf = int(chunk), int(prefetch)
+    def set(self, group: int, chunk: int, prefetch: int) -> None:
+        self.plan.group, self.plan.chunk, self.plan.pf = int(group), int(chunk), int(prefetch)
 
     def describe(self) -> str:
-        return (f"bf16 on AMX tiles, blocks {'+'.join(map(str, self.blocks))}, unit {self.chunk} rows, "
-                f"prefetch {self.plan.pf}")
+        p = self.plan
+        return (f"bf16 on AMX tiles, blocks {'+'.join(map(str, self.blocks))}, phase-1 groups of {p.group} rows, "
+                f"units of at most {p.chunk}, prefetch {p.pf}")
 
     def scratch(self, n: int) -> tuple:
-        """perm, start, stage, work for n rows (nid and act come with the kernel's scratch)."""
-        T, nb, c, rowb = 1 << self.blocks[0], len(self.blocks), self.chunk, self.layer.width * 2
-        start = np.zeros(T + 1 + 3 * (T + n // c + 2), np.int64)
-        stage = zeros_resident(self.threads * (nb - 1) * (c + 64) * rowb, np.uint8)
-        work = zeros_resident(self.threads * 4 * c * nb, np.int32)
+        """perm, start, stage, work for n rows (nid and act come with the kernel's scratch): the
+        sizes fff_amx_bucket documents."""
+        nb, p, rowb = len(self.blocks), self.plan, self.layer.width * 2
+        T, m = 1 << sum(self.blocks[:-1]), max(p.group, p.chunk)
+        start = np.zeros(2 * T + 1 + 3 * (T + n // p.chunk + 2), np.int64)
+        stage = zeros_resident(self.threads * nb * (m + 64) * rowb, np.uint8)
+        work = zeros_resident(self.threads * 4 * m * (nb + 1), np.int32)
         return zeros_resident(n, np.int32), start, stage, work
 
     def run(self, x, y, nid, act, s) -> None:

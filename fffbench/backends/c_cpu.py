@@ -210,7 +210,7 @@ WALK_STACK = 64
 #: and walk (group: rows walked together, pf: 2 prefetch both children, mt_rows:
 #: rows from which the walk uses every thread); min_rows: rows per subtree below which it walks
 DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 1, "unit": 0, "dyn": 1, "bagc": -1, "xpf": 0, "p1g": 0, "group": 4, "pf": 2, "mt_rows": 16,
-            "min_rows": 16, "amx": 0, "chunk": 512, "amxpf": 3}
+            "min_rows": 16, "amx": 0, "agroup": 256, "chunk": 256, "amxpf": 1}
 #: batches from which a bf16 kernel may take the AMX path (fff_amx_bucket), when tuning chose it
 AMX_ROWS = 1024
 #: the search space (S: top_level_space)
@@ -259,7 +259,7 @@ class OptKernel(CKernel):
             setattr(self.plan, k, int(p[k]))
         self.plan.nt = int(bool(p["nt"]) and nt_ok)
         if self._amx:
-            self._amx.set(p["chunk"], p["amxpf"])
+            self._amx.set(p["agroup"], p["chunk"], p["amxpf"])
         self._buffers.clear()
 
     def bucketed(self, n: int) -> bool:
@@ -374,8 +374,8 @@ class OptKernel(CKernel):
             found, _ = coordinate_search(space, {k: best[k] for k in space}, measure)
             best |= found
         if self._amx:  # the AMX path against the best of the other, paired, at each unit size
-            found, _ = coordinate_search({"amx": [0, 1], "chunk": _amx.CHUNKS, "amxpf": [0, 1, 2, 3]},
-                                         {"amx": 1, "chunk": best["chunk"], "amxpf": best["amxpf"]},
+            found, _ = coordinate_search({"amx": [0, 1], "agroup": _amx.GROUPS, "chunk": _amx.CHUNKS, "amxpf": [0, 1, 2, 3]},
+                                         {"amx": 1, "agroup": best["agroup"], "chunk": best["chunk"], "amxpf": best["amxpf"]},
                                          lambda q: measure(best | q))
             best |= found
         self._apply(best)

@@ -41,8 +41,11 @@ typedef struct {
     const float *b1;         /* N */
     const uint16_t *w1p;     /* packed W1: block by block, subtree by subtree, d/32 tiles of 16 x 32 */
     const uint16_t *w2p;     /* packed W2: per last-block subtree, dout/16 tiles of 16 x 32 */
-    int nb, nthreads, chunk; /* blocks, threads, rows per unit */
-    int pf;                  /* prefetch (amx_pf): bit 0 the next unit's x rows, bit 1 the next child's weights */
+    int nb, nthreads;        /* blocks, threads */
+    int group, chunk;        /* rows per phase-1 group, at most per phase-2 unit */
+    int pf;                  /* bit 0: a unit prefetches the next unit's x rows and weights (amx_pf);
+                              * bit 1: phase 1 copies a group's x rows to a stage first (one sequential
+                              * stream the hardware prefetcher follows, not 64 rows' streams at a stride) */
     int bl[AMX_MAXB];        /* levels per block (<= 4) */
 } fffc_amx_plan;
 
@@ -84,14 +87,11 @@ typedef struct {
     uint8_t rows[16];
 } tilecfg_t;
 
-/* every tile 16 rows x 64 bytes: tiles 0-3 accumulators, 4-5 rows of x (or activations), 6-7 weights */
-static void tiles_on(void) {
-    tilecfg_t c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int i = 0; i < 8; i++) c.colsb[i] = 64, c.rows[i] = 16;
-    _tile_loadconfig(&c);
-}
+/* every tile 16 rows x 64 bytes: tiles 0-3 accumulators, 4-5 rows of x (or activations), 6-7 weights.
+ * A constant: built on the stack, GCC 12 dropped the column widths' stores as dead (ldtilecfg then
+ * faults on the rows it does see). */
+static const tilecfg_t TILES = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+static void tiles_on(void) { _tile_loadconfig(&TILES); }
 
 typedef struct {
     const fffc_amx_plan *p;
@@ -106,41 +106,36 @@ typedef struct {
     float *act;
 } amx_ctx;
 
-/* What a thread prefetches while it works: the next unit's x rows and block-1 weights (x), and the
- * next child subtree's last-block weights (w), each a share of lines per step of work (tick) so that
- * the memory streams under the tile products instead of before them: gathering a unit's rows from
- * DRAM, and a subtree's packed weights on first touch, cost a third of the kernel when not overlapped. */
+/* What a thread prefetches while it works on a unit: the next unit's x rows and, where it is another
+ * subtree, its packed weights, a share of lines per step of work (tick), so that the memory streams
+ * under the tile products instead of before them. */
 typedef struct {
-    pfq_t x, w;
-    size_t xper, wper;
+    pfq_t x;
+    size_t xper;
 } amx_pf;
 
-static inline void tick(amx_pf *f) {
-    pfq_step(&f->w, f->wper);
-    pfq_step(&f->x, f->xper);
-}
+static inline void tick(amx_pf *f) { pfq_step(&f->x, f->xper); }
 
-/* steps (ticks) of work in a unit of n rows, and in a last-block subtree of m rows: the lines of a
- * queue are spread over them */
+/* steps (ticks) of work in a phase-2 unit of n rows: the queue's lines are spread over them */
 static inline size_t unit_ticks(const fffc_amx_plan *p, long n) {
-    return (size_t)(n * (p->nb - 1) + (p->nb - 1) * (n / 64 + 1) + (n / 16 + 8) * ((p->dout + 63) / 64));
-}
-static inline size_t child_ticks(const fffc_amx_plan *p, long m) {
-    return (size_t)(m + m / 64 + 1 + (m / 16 + 1) * ((p->dout + 63) / 64));
+    return (size_t)(n + n / 64 + 1 + (n / 16 + 1) * ((p->dout + 63) / 64));
 }
 
 /* The logits of n <= 64 staged rows (stride rowb) for the 15 nodes of one subtree: up to four 16-row
  * tiles share each weight tile. Rows past n in the last tile are whatever the buffer holds; their
  * results are not read. */
-static void block_logits(const amx_ctx *c, const char *xs, int n, const uint16_t *w, float *z /* 64 x 16 */) {
+static void block_logits(const amx_ctx *c, const char *xs, int n, const uint16_t *w, float *z /* 64 x 16 */,
+                         const char *pre, size_t pre_bytes) {
     int nt = (n + 15) / 16;
     long ks = c->p->d / 32;
+    const size_t pstep = (pre_bytes / (size_t)ks + 63) & ~(size_t)63;
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
     const size_t stride = c->rowb;
     for (long k = 0; k < ks; k++) {
+        for (size_t o = k * pstep; o < (k + 1) * pstep && o < pre_bytes; o += 64) __builtin_prefetch(pre + o, 0, 2);
         _tile_loadd(6, w + k * 512, 64);
         const char *a = xs + k * 64;
         _tile_loadd(4, a, stride);
@@ -249,79 +244,87 @@ static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, co
     }
 }
 
-/* Block b (>= 1) for n staged rows (rows[] their indices in x) of subtree `sub` (of block b's level);
- * then each child subtree's rows are gathered into the next stage and go on to block b + 1, or, in the
- * last block, to the bag. ws: per recursion depth, int scratch of 4 x chunk. */
-static void unit_block(const amx_ctx *c, int b, long sub, const char *stage, const int32_t *rows, int n, char *const *stages,
-                       int32_t *ws, amx_pf *pf) {
+/* Block b for n staged rows (stride rowb; rows[] their indices in x) of subtree `sub`: the logits
+ * 64 rows at a time, the walk (child[i]: the subtree below), and in the last block the bag. */
+static void block_rows(const amx_ctx *c, int b, long sub, const char *stage, const int32_t *rows, int n,
+                       int32_t *child, amx_pf *pf) {
     const fffc_amx_plan *p = c->p;
-    if (b >= AMX_MAXB) return;
-    int last = b == p->nb - 1, nl = p->bl[b], nch = 1 << nl;
-    const uint16_t *w = c->p->w1p + (size_t)(c->sub0[b] + sub) * c->w1sub;
-    int chunk = p->chunk;
-    int32_t *child = ws, *order = ws + chunk, *crow = ws + 2 * chunk;
+    const int last = b == p->nb - 1;
+    const uint16_t *w = p->w1p + (size_t)(c->sub0[b] + sub) * c->w1sub;
     float z[64 * 16] __attribute__((aligned(64)));
     int locs[64][4];
     for (int i0 = 0; i0 < n; i0 += 64) {
         int g = n - i0 < 64 ? n - i0 : 64;
-        tick(pf);
+        if (pf) tick(pf);
         PROF_T(t);
-        block_logits(c, stage + (size_t)i0 * c->rowb, g, w, z);
-        PROF_ADD(P_LOGITS, t);
+        block_logits(c, stage + (size_t)i0 * c->rowb, g, w, z, NULL, 0);
+        PROF_ADD(b ? P_LOGITS : P_BLK0, t);
         for (int i = 0; i < g; i++) child[i0 + i] = walk_block(c, b, sub, rows[i0 + i], z + 16 * i, locs[i]);
         PROF_ADD(P_WALK, t);
-        if (last) block_bag(c, sub, rows + i0, g, (const int(*)[4])locs, pf);
-        PROF_ADD(P_BAG, t);
+        if (last) {
+            block_bag(c, sub, rows + i0, g, (const int(*)[4])locs, pf);
+            PROF_ADD(P_BAG, t);
+        }
     }
-    if (last) return;
-    /* stable counting sort of the staged rows by child */
-    int cnt[17] = {0};
+}
+
+/* Phase 1, blocks 0 .. nb-2 of a group of consecutive rows: block b for n staged rows of subtree
+ * `sub`; below it the rows are partitioned by child and each child's copied (from L2: the group's x
+ * rows were just read) into the next stage, down to the block above the last, where each row's
+ * last-block subtree is recorded for the sort (in nid at the last block's first level, which the
+ * last block's walk overwrites). ws: 4 x group ints per depth. */
+static void top_block(const amx_ctx *c, int b, long sub, const char *stage, const int32_t *rows, int n,
+                      char *const *stages, int32_t *ws) {
+    const fffc_amx_plan *p = c->p;
+    if (b >= AMX_MAXB - 1) return;
+    const int nl = p->bl[b], nch = 1 << nl, G = p->group;
+    int32_t *child = ws, *order = ws + G, *crow = ws + 2 * G;
+    block_rows(c, b, sub, stage, rows, n, child, NULL);
+    if (b + 1 == p->nb - 1) {
+        for (int i = 0; i < n; i++) c->nid[rows[i] * c->L + c->lev0[b + 1]] = (int32_t)((sub << nl) + child[i]);
+        return;
+    }
+    int cnt[17] = {0}, pos[16];
     for (int i = 0; i < n; i++) cnt[child[i] + 1]++;
     for (int k = 0; k < nch; k++) cnt[k + 1] += cnt[k];
-    int pos[16];
     memcpy(pos, cnt, sizeof pos);
     for (int i = 0; i < n; i++) order[pos[child[i]]++] = i;
-    char *next = stages[0];
-    const int below_last = b + 1 == p->nb - 1 && b + 1 < AMX_MAXB;
     for (int k = 0; k < nch; k++) {
         int lo = cnt[k], m = cnt[k + 1] - lo;
         if (!m) continue;
-        if (below_last && (p->pf & 2)) { /* the next non-empty child's weights, over this child's work */
-            int k2 = k + 1;
-            while (k2 < nch && cnt[k2 + 1] == cnt[k2]) k2++;
-            pf->w.n = 0, pf->w.nrg = 0, pf->w.done = pf->w.total = 0, pf->w.g = 0, pf->w.go = 0;
-            if (k2 < nch) {
-                long s2 = (sub << nl) + k2;
-                pfq_range(&pf->w, p->w1p + (size_t)(c->sub0[b + 1] + s2) * c->w1sub, c->w1sub * 2);
-                pfq_range(&pf->w, p->w2p + (size_t)s2 * (p->dout / 16) * 512, (size_t)(p->dout / 16) * 1024);
-            }
-            pf->wper = (pf->w.total + child_ticks(p, m) - 1) / child_ticks(p, m);
-        }
         PROF_T(t);
         for (int i = 0; i < m; i++) {
             int s = order[lo + i];
             crow[i] = rows[s];
-            tick(pf);
-            memcpy(next + (size_t)i * c->rowb, stage + (size_t)s * c->rowb, c->rowb);
+            memcpy(stages[0] + (size_t)i * c->rowb, stage + (size_t)s * c->rowb, c->rowb);
         }
         PROF_ADD(P_REGATHER, t);
-        unit_block(c, b + 1, (sub << nl) + k, next, crow, m, stages + 1, ws + 4 * chunk, pf);
+        top_block(c, b + 1, (sub << nl) + k, stages[0], crow, m, stages + 1, ws + 4 * G);
     }
 }
 
-/* scratch: nid, act (B * (D + 1)); perm (B); start (longs: 2^lev0[1] + 1 + 3 * (2^lev0[1] + B / chunk + 2));
- * stage: per thread (nb - 1) * (chunk + 64) rows of x; work: per thread 4 * chunk * nb ints. */
+/* The number of last-block subtrees and the units' bound for B rows (sizes of `start` in longs:
+ * 2T + 1 + 3 (T + B / chunk + 2)). */
+static long amx_subtrees(const fffc_amx_plan *p) {
+    long lev = 0;
+    for (int b = 0; b < p->nb - 1; b++) lev += p->bl[b];
+    return 1L << lev;
+}
+
+/* scratch: nid, act (B * (D + 1)); perm (B); start (longs, see amx_subtrees); stage: per thread
+ * nb * (max(group, chunk) + 64) rows of x; work: per thread 4 * max(group, chunk) * (nb + 1) ints. */
 int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32_t *nid, float *act, int32_t *perm,
                    long *start, char *stage, int32_t *work) {
     amx_ctx c = {p, p->D + 1, {0}, {0}, (size_t)p->d * 2, (size_t)(p->d / 32) * 512, x, y, nid, act};
     for (int b = 1; b < p->nb; b++) c.lev0[b] = c.lev0[b - 1] + p->bl[b - 1];
     for (int b = 1; b < p->nb; b++) c.sub0[b] = c.sub0[b - 1] + (1L << c.lev0[b - 1]);
-    const long L = c.L, T = 1L << c.lev0[1];
-    const int nth = fffc_threads(p->nthreads), chunk = p->chunk;
-    const size_t stage_bytes = (size_t)(p->nb - 1) * (chunk + 64) * c.rowb;
-    const long groups = (B + 63) / 64;
+    const long L = c.L, T = amx_subtrees(p), lbl = c.lev0[p->nb - 1];
+    const int nth = fffc_threads(p->nthreads), G = p->group, chunk = p->chunk, M = G > chunk ? G : chunk;
+    const size_t stage_rows = (size_t)p->nb * (M + 64);
+    const long groups = (B + G - 1) / G;
+    long next_group = 0, next_unit = 0;
 
-    /* block 0: every row, 64 at a time straight from x; the tail through a zeroed staging copy */
+    /* phase 1: groups of G consecutive rows through every block but the last, straight from x */
 #pragma omp parallel num_threads(nth)
     {
         int id = 0;
@@ -329,46 +332,43 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
         id = omp_get_thread_num();
 #endif
         tiles_on();
-        float z[64 * 16] __attribute__((aligned(64)));
-        int locs[64][4];
-        char *tail = stage + stage_bytes * (size_t)id;
-        for (long g = groups * id / nth; g < groups * (id + 1) / nth; g++) {
-            long r0 = g * 64;
-            int n = (int)(B - r0 < 64 ? B - r0 : 64);
+        char *st = stage + stage_rows * c.rowb * (size_t)id;
+        char *stages[AMX_MAXB];
+        for (int b = 0; b < p->nb; b++) stages[b] = st + (size_t)b * (M + 64) * c.rowb;
+        int32_t *ws = work + (size_t)4 * M * (p->nb + 1) * id, *rows = ws + 4 * (size_t)M * p->nb;
+        for (long g = __atomic_fetch_add(&next_group, 1, __ATOMIC_RELAXED); g < groups;
+             g = __atomic_fetch_add(&next_group, 1, __ATOMIC_RELAXED)) {
+            long r0 = g * G;
+            int n = (int)(B - r0 < G ? B - r0 : G);
             const char *xs = (const char *)x + (size_t)r0 * c.rowb;
-            if (n % 16) {
-                memset(tail, 0, (size_t)((n + 15) / 16 * 16) * c.rowb);
-                memcpy(tail, xs, (size_t)n * c.rowb);
-                xs = tail;
+            if (n % 16 || (p->pf & 2)) { /* the batch's tail too: tiles read whole 16-row blocks */
+                if (n % 16) memset(stages[p->nb - 1], 0, (size_t)((n + 15) / 16 * 16) * c.rowb);
+                PROF_T(t);
+                memcpy(stages[p->nb - 1], xs, (size_t)n * c.rowb);
+                PROF_ADD(P_GATHER, t);
+                xs = stages[p->nb - 1];
             }
-            PROF_T(t);
-            block_logits(&c, xs, n, p->w1p, z);
-            PROF_ADD(P_BLK0, t);
-            for (int i = 0; i < n; i++) {
-                int ch = walk_block(&c, 0, 0, r0 + i, z + 16 * i, locs[i]);
-                nid[(r0 + i) * L + c.lev0[1]] = (int32_t)ch; /* the subtree below, for the sort */
-            }
+            for (int i = 0; i < n; i++) rows[i] = (int32_t)(r0 + i);
+            top_block(&c, 0, 0, xs, rows, n, stages, ws);
         }
         _tile_release();
     }
-    /* counting sort by the subtree below block 0, then units of at most `chunk` rows */
+    /* counting sort by the last block's subtree, then units of at most `chunk` rows of one subtree */
     PROF_T(ts);
-    long *units = start + T + 1, nunits = 0, lb1 = c.lev0[1];
+    long *fill = start + T + 1, *units = start + 2 * T + 1, nunits = 0;
     for (long t = 0; t <= T; t++) start[t] = 0;
-    for (long r = 0; r < B; r++) start[nid[r * L + lb1] + 1]++;
+    for (long r = 0; r < B; r++) start[nid[r * L + lbl] + 1]++;
     for (long t = 0; t < T; t++) start[t + 1] += start[t];
-    {
-        long *fill = units; /* borrowed as the fill cursors before the units are written */
-        memcpy(fill, start, sizeof(long) * T);
-        for (long r = 0; r < B; r++) perm[fill[nid[r * L + lb1]]++] = (int32_t)r;
-    }
+    memcpy(fill, start, sizeof(long) * T);
+    for (long r = 0; r < B; r++) perm[fill[nid[r * L + lbl]]++] = (int32_t)r;
     for (long t = 0; t < T; t++)
         for (long i = start[t]; i < start[t + 1]; i += chunk) {
             units[3 * nunits] = i, units[3 * nunits + 1] = start[t + 1] - i < chunk ? start[t + 1] - i : chunk;
             units[3 * nunits + 2] = t, nunits++;
         }
-    long next = 0;
     PROF_ADD(P_SORT, ts);
+    /* phase 2: units handed out one at a time, each claimed one ahead so that its x rows and the
+     * subtree's packed weights stream in during the unit before it */
 #pragma omp parallel num_threads(nth)
     {
         int id = 0;
@@ -376,42 +376,40 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
         id = omp_get_thread_num();
 #endif
         tiles_on();
-        char *st = stage + stage_bytes * (size_t)id;
-        char *stages[AMX_MAXB];
-        for (int b = 0; b < p->nb - 1; b++) stages[b] = st + (size_t)b * (chunk + 64) * c.rowb;
-        int32_t *ws = work + (size_t)4 * chunk * p->nb * id;
+        char *st = stage + stage_rows * c.rowb * (size_t)id;
+        int32_t *ws = work + (size_t)4 * M * (p->nb + 1) * id, *rows = ws, *child = ws + M;
+        const int b = p->nb - 1;
         amx_pf pf;
         memset(&pf, 0, sizeof pf);
-        /* units are claimed one ahead, so that the next one's rows are known while this one runs */
-        long u = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
-        long un = u < nunits ? __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED) : nunits;
+        long u = __atomic_fetch_add(&next_unit, 1, __ATOMIC_RELAXED);
+        long un = u < nunits ? __atomic_fetch_add(&next_unit, 1, __ATOMIC_RELAXED) : nunits;
         while (u < nunits) {
-            long first = units[3 * u];
+            long first = units[3 * u], sub = units[3 * u + 2];
             int n = (int)units[3 * u + 1];
-            int32_t *rows = ws + 3 * chunk;
-            pfq_t q = {(const char *)x, un < nunits ? perm + units[3 * un] : NULL, 0,
-                       un < nunits ? (int)units[3 * un + 1] : 0, c.rowb, 0, 0, 0, 0, 0, 0, 0};
-            q.total = (size_t)q.n * ((c.rowb + 63) / 64);
-            if (un < nunits) pfq_range(&q, p->w1p + (size_t)(c.sub0[1] + units[3 * un + 2]) * c.w1sub, c.w1sub * 2);
+            pfq_t q = {(const char *)x, NULL, 0, 0, c.rowb, 0, 0, 0, 0, 0, 0, 0};
+            if (un < nunits && (p->pf & 1)) {
+                long s2 = units[3 * un + 2];
+                q.rows = perm + units[3 * un], q.n = (int)units[3 * un + 1];
+                q.total = (size_t)q.n * ((c.rowb + 63) / 64);
+                if (s2 != sub) {
+                    pfq_range(&q, p->w1p + (size_t)(c.sub0[b] + s2) * c.w1sub, c.w1sub * 2);
+                    pfq_range(&q, p->w2p + (size_t)s2 * (p->dout / 16) * 512, (size_t)(p->dout / 16) * 1024);
+                }
+            }
             pf.x = q;
-            pf.xper = p->pf & 1 ? (q.total + unit_ticks(p, n) - 1) / unit_ticks(p, n) : 0;
-            pf.wper = 0;
+            pf.xper = (q.total + unit_ticks(p, n) - 1) / unit_ticks(p, n);
             PROF_T(t);
             for (int i = 0; i < n; i++) {
                 int32_t r = perm[first + i];
                 rows[i] = r;
                 tick(&pf);
-                if (i + 4 < n) { /* rows the queue did not bring in (the first unit's, or a queue off) */
-                    const char *q4 = (const char *)x + (size_t)perm[first + i + 4] * c.rowb;
-                    for (size_t o = 0; o < c.rowb; o += 64) __builtin_prefetch(q4 + o, 0, 3);
-                }
-                memcpy(stages[0] + (size_t)i * c.rowb, (const char *)x + (size_t)r * c.rowb, c.rowb);
+                memcpy(st + (size_t)i * c.rowb, (const char *)x + (size_t)r * c.rowb, c.rowb);
             }
             PROF_ADD(P_GATHER, t);
-            unit_block(&c, 1, units[3 * u + 2], stages[0], rows, n, stages + 1, ws + 4 * chunk, &pf);
-            if (p->pf & 1) pfq_step(&pf.x, pf.x.total);
+            block_rows(&c, b, sub, st, rows, n, child, &pf);
+            pfq_step(&pf.x, pf.x.total);
             u = un;
-            un = u < nunits ? __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED) : nunits;
+            un = u < nunits ? __atomic_fetch_add(&next_unit, 1, __ATOMIC_RELAXED) : nunits;
         }
         _tile_release();
     }
