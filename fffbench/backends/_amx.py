@@ -22,6 +22,8 @@ MAX_BLOCKS = 4  # AMX_MAXB in fffc_amx.c
 #: rows and its stages stay in L2) and at most per phase-2 unit (one last-block subtree's rows)
 GROUPS = [128, 256, 512]
 CHUNKS = [64, 256, 1024]
+#: tuned: fffc_amx_plan.pf's bits (prefetch of the next unit, phase 1's staging copy)
+PREFETCH = [0, 1, 2, 3]
 
 
 class AmxPlan(ctypes.Structure):
@@ -135,7 +137,8 @@ class AmxPath:
         rc = self._fn(self._pp, x.ctypes.data, y.ctypes.data, x.shape[0], nid.ctypes.data, act.ctypes.data,
                       perm.ctypes.data, start.ctypes.data, stage.ctypes.data, work.ctypes.data)
         if rc:
-            raise RuntimeError("fff_amx_bucket: no AMX in this build")
+            raise RuntimeError("fff_amx_bucket: " + ("no AMX in this build" if rc == -1 else
+                                                     "batch x levels beyond 32-bit indices"))
 
 
 def _resident(a: np.ndarray) -> np.ndarray:

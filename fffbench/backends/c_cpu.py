@@ -208,7 +208,9 @@ WALK_STACK = 64
 #: groups of p1g consecutive rows level by level instead of node-major tiles, phase 1's pfd then counting
 #: groups)
 #: and walk (group: rows walked together, pf: 2 prefetch both children, mt_rows:
-#: rows from which the walk uses every thread); min_rows: rows per subtree below which it walks
+#: rows from which the walk uses every thread); min_rows: rows per subtree below which it walks;
+#: bf16 on an AMX CPU (_amx.py): amx, the AMX path from AMX_ROWS rows, with agroup rows per phase-1
+#: group, chunk rows at most per phase-2 unit and amxpf its option bits
 DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 1, "unit": 0, "dyn": 1, "bagc": -1, "xpf": 0, "p1g": 0, "group": 4, "pf": 2, "mt_rows": 16,
             "min_rows": 16, "amx": 0, "agroup": 256, "chunk": 256, "amxpf": 1}
 #: batches from which a bf16 kernel may take the AMX path (fff_amx_bucket), when tuning chose it
@@ -267,13 +269,13 @@ class OptKernel(CKernel):
         return self.layer.trees == 1 and self.layer.depth > S and n >= self.params["min_rows"] << S
 
     def amx_for(self, n: int) -> bool:
-        return bool(self._amx and self.params["amx"] and n >= AMX_ROWS)
+        return bool(self._amx and self.params["amx"] and n >= AMX_ROWS and n * self.layer.levels < 2 ** 31)
 
     def _scratch_for(self, n: int):
         P = self.layer.trees * self.layer.levels
         nid, act = zeros_resident(n * P, np.int32), zeros_resident(n * P, np.float32)
         if self.amx_for(n):
-            return nid, act, ("amx", self._amx.scratch(n))
+            return nid, act, self._amx.scratch(n)
         if not self.bucketed(n):
             return nid, act, None
         R, T = self.params["R"], 1 << self.params["S"]
@@ -304,8 +306,8 @@ class OptKernel(CKernel):
             self._small(self._pp, cptr(x), cptr(y), B)
             return
         nid, act, more = s
-        if more is not None and isinstance(more[0], str):
-            self._amx.run(x, y, nid, act, more[1])
+        if self.amx_for(B):
+            self._amx.run(x, y, nid, act, more)
         elif more is None:
             self._walk(self._pp, _ptr(x), _ptr(y), B, _ptr(nid), _ptr(act))
         else:
@@ -373,9 +375,9 @@ class OptKernel(CKernel):
                 best["S"] = space["S"][len(space["S"]) // 2]
             found, _ = coordinate_search(space, {k: best[k] for k in space}, measure)
             best |= found
-        if self._amx:  # the AMX path against the best of the other, paired, at each unit size
-            found, _ = coordinate_search({"amx": [0, 1], "agroup": _amx.GROUPS, "chunk": _amx.CHUNKS, "amxpf": [0, 1, 2, 3]},
-                                         {"amx": 1, "agroup": best["agroup"], "chunk": best["chunk"], "amxpf": best["amxpf"]},
+        if self._amx:  # the AMX path and its parameters against the best of the vdpbf16ps path
+            amx_space = {"amx": [0, 1], "agroup": _amx.GROUPS, "chunk": _amx.CHUNKS, "amxpf": _amx.PREFETCH}
+            found, _ = coordinate_search(amx_space, {k: best[k] for k in amx_space} | {"amx": 1},
                                          lambda q: measure(best | q))
             best |= found
         self._apply(best)
