@@ -188,6 +188,13 @@ static inline void walk_block(const amx_ctx *c, int b, long sub, const int32_t *
     _mm512_mask_storeu_epi32(child, live, _mm512_sub_epi32(m, _mm512_set1_epi32((1 << nl) - 1)));
 }
 
+/* Two output tiles (16 rows x 16 columns each, fp32) as one 64-byte line of bf16 per row, streamed to
+ * the rows' y at column col. */
+static inline void stream_pair(uint16_t *const *yrow, int nr, long col, const float (*c0)[16], const float (*c1)[16]) {
+    for (int i = 0; i < nr; i++)
+        _mm512_stream_si512((__m512i *)(yrow[i] + col), (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(c1[i]), _mm512_load_ps(c0[i])));
+}
+
 /* y rows of n <= 64 rows of one last-block subtree: activations as 16 x 32 bf16 tiles (ancestors in
  * columns 0 .. lb-1, the block's 15 nodes after them), times the subtree's 32 W2 rows, 64 output
  * columns (four accumulator tiles) at a time, converted and streamed to y as soon as stored: two
@@ -214,6 +221,19 @@ static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, co
         uint16_t *yrow[16];
         for (int i = 0; i < nr; i++) yrow[i] = (uint16_t *)c->y + (size_t)rows[t0 + i] * dout;
         _tile_loadd(4, a[t0], 64);
+        /* a pair of zeroed output tiles (t0, t1: columns 16 cc .. 16 cc + 31) from the W2 tiles in 6, 7 */
+#define BAG_PRODUCTS(t0, t1, cc)                                                                       \
+    do {                                                                                               \
+        _tile_loadd(6, w + (cc) * 512, 64);                                                            \
+        _tile_loadd(7, w + ((cc) + 1) * 512, 64);                                                      \
+        _tile_dpbf16ps(t0, 4, 6);                                                                      \
+        _tile_dpbf16ps(t1, 4, 7);                                                                      \
+    } while (0)
+#define BAG_STORES(t0, t1)                                                                             \
+    do {                                                                                               \
+        _tile_stored(t0, cb[t0], 64);                                                                  \
+        _tile_stored(t1, cb[t1], 64);                                                                  \
+    } while (0)
         long cc = 0;
         for (; cc + 4 <= dout / 16; cc += 4) {
             tick(pf);
@@ -221,37 +241,22 @@ static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, co
             _tile_zero(1);
             _tile_zero(2);
             _tile_zero(3);
-            _tile_loadd(6, w + cc * 512, 64);
-            _tile_loadd(7, w + (cc + 1) * 512, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_loadd(6, w + (cc + 2) * 512, 64);
-            _tile_loadd(7, w + (cc + 3) * 512, 64);
-            _tile_dpbf16ps(2, 4, 6);
-            _tile_dpbf16ps(3, 4, 7);
-            _tile_stored(0, cb[0], 64);
-            _tile_stored(1, cb[1], 64);
-            _tile_stored(2, cb[2], 64);
-            _tile_stored(3, cb[3], 64);
-            for (int i = 0; i < nr; i++) {
-                __m512i *o = (__m512i *)(yrow[i] + cc * 16);
-                _mm512_stream_si512(o, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(cb[1][i]), _mm512_load_ps(cb[0][i])));
-                _mm512_stream_si512(o + 1, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(cb[3][i]), _mm512_load_ps(cb[2][i])));
-            }
+            BAG_PRODUCTS(0, 1, cc);
+            BAG_PRODUCTS(2, 3, cc + 2);
+            BAG_STORES(0, 1);
+            BAG_STORES(2, 3);
+            stream_pair(yrow, nr, cc * 16, cb[0], cb[1]);
+            stream_pair(yrow, nr, cc * 16 + 32, cb[2], cb[3]);
         }
         for (; cc < dout / 16; cc += 2) { /* dout % 64 == 32 */
             _tile_zero(0);
             _tile_zero(1);
-            _tile_loadd(6, w + cc * 512, 64);
-            _tile_loadd(7, w + (cc + 1) * 512, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_stored(0, cb[0], 64);
-            _tile_stored(1, cb[1], 64);
-            for (int i = 0; i < nr; i++)
-                _mm512_stream_si512((__m512i *)(yrow[i] + cc * 16),
-                                    (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(cb[1][i]), _mm512_load_ps(cb[0][i])));
+            BAG_PRODUCTS(0, 1, cc);
+            BAG_STORES(0, 1);
+            stream_pair(yrow, nr, cc * 16, cb[0], cb[1]);
         }
+#undef BAG_PRODUCTS
+#undef BAG_STORES
     }
 }
 
@@ -315,6 +320,20 @@ static void top_block(const amx_ctx *c, int b, long sub, const char *stage, cons
     }
 }
 
+/* The calling thread's share of the scratch (its stages, its ints), its tiles configured. */
+typedef struct {
+    char *stage;
+    int32_t *work;
+} amx_share;
+static amx_share thread_on(char *stage, size_t stage_bytes, int32_t *work, size_t work_ints) {
+    int id = 0;
+#ifdef _OPENMP
+    id = omp_get_thread_num();
+#endif
+    tiles_on();
+    return (amx_share){stage + stage_bytes * (size_t)id, work + work_ints * (size_t)id};
+}
+
 /* The number of last-block subtrees and the units' bound for B rows (sizes of `start` in longs:
  * 2T + 1 + 3 (T + B / chunk + 2)). */
 static long amx_subtrees(const fffc_amx_plan *p) {
@@ -333,22 +352,17 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
     for (int b = 1; b < p->nb; b++) c.sub0[b] = c.sub0[b - 1] + (1L << c.lev0[b - 1]);
     const long L = c.L, T = amx_subtrees(p), lbl = c.lev0[p->nb - 1];
     const int nth = fffc_threads(p->nthreads), G = p->group, chunk = p->chunk, M = G > chunk ? G : chunk;
-    const size_t stage_rows = (size_t)p->nb * (M + 64);
+    const size_t stage_bytes = (size_t)p->nb * (M + 64) * c.rowb, work_ints = (size_t)4 * M * (p->nb + 1);
     const long groups = (B + G - 1) / G;
     long next_group = 0, next_unit = 0;
 
     /* phase 1: groups of G consecutive rows through every block but the last, straight from x */
 #pragma omp parallel num_threads(nth)
     {
-        int id = 0;
-#ifdef _OPENMP
-        id = omp_get_thread_num();
-#endif
-        tiles_on();
-        char *st = stage + stage_rows * c.rowb * (size_t)id;
+        amx_share sh = thread_on(stage, stage_bytes, work, work_ints);
         char *stages[AMX_MAXB];
-        for (int b = 0; b < p->nb; b++) stages[b] = st + (size_t)b * (M + 64) * c.rowb;
-        int32_t *ws = work + (size_t)4 * M * (p->nb + 1) * id, *rows = ws + 4 * (size_t)M * p->nb;
+        for (int b = 0; b < p->nb; b++) stages[b] = sh.stage + (size_t)b * (M + 64) * c.rowb;
+        int32_t *ws = sh.work, *rows = ws + 4 * (size_t)M * p->nb;
         for (long g = __atomic_fetch_add(&next_group, 1, __ATOMIC_RELAXED); g < groups;
              g = __atomic_fetch_add(&next_group, 1, __ATOMIC_RELAXED)) {
             long r0 = g * G;
@@ -384,13 +398,9 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
      * subtree's packed weights stream in during the unit before it */
 #pragma omp parallel num_threads(nth)
     {
-        int id = 0;
-#ifdef _OPENMP
-        id = omp_get_thread_num();
-#endif
-        tiles_on();
-        char *st = stage + stage_rows * c.rowb * (size_t)id;
-        int32_t *ws = work + (size_t)4 * M * (p->nb + 1) * id, *rows = ws, *child = ws + M;
+        amx_share sh = thread_on(stage, stage_bytes, work, work_ints);
+        char *st = sh.stage;
+        int32_t *rows = sh.work, *child = sh.work + M;
         const int b = p->nb - 1;
         amx_pf pf;
         memset(&pf, 0, sizeof pf);
