@@ -109,3 +109,18 @@ def test_amx_path_matches_reference(case):
             res = check_output(y, Reference.compute(layer, w, x), "bfloat16", "fff")
             assert res.passed, res.reason
             assert res.path_agreement > 0.9
+
+
+def test_bf16_kernel_says_whether_it_takes_the_amx_path():
+    from fffbench.backends import c_cpu
+
+    reason = fb.get_backend("fff-c-opt").unavailable_reason("cpu", "bfloat16")
+    if reason:
+        pytest.skip(reason)
+    layer = fb.FFF(width=64, depth=6)
+    kern = c_cpu.build_fff_opt(layer, layer.init_weights(seed=0), device="cpu", dtype="bfloat16", threads=2,
+                               params={"amx": 0})
+    assert "AMX path not taken: " in kern.describe() and not kern.amx_for(4096)
+    fp32 = c_cpu.build_fff_opt(layer, layer.init_weights(seed=0), device="cpu", dtype="float32", threads=2,
+                               params={"amx": 1})
+    assert "AMX" not in fp32.describe().split("]", 1)[1] and not fp32.amx_for(4096)

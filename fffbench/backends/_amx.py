@@ -24,6 +24,12 @@ GROUPS = [128, 256, 512]
 CHUNKS = [64, 256, 1024]
 #: tuned: fffc_amx_plan.pf's bits (prefetch of the next unit, phase 1's staging copy)
 PREFETCH = [0, 1, 2, 3]
+#: fff-c-opt's parameters of this path, the start of its search: amx (take it), agroup and chunk
+#: (rows per phase-1 group, at most per phase-2 unit), amxpf (fffc_amx_plan.pf)
+DEFAULTS = {"amx": 0, "agroup": 256, "chunk": 256, "amxpf": 1}
+SPACE = {"amx": [0, 1], "agroup": GROUPS, "chunk": CHUNKS, "amxpf": PREFETCH}
+#: batches from which the path is taken where tuning chose it (below, the vdpbf16ps kernel)
+MIN_ROWS = 1024
 
 
 class AmxPlan(ctypes.Structure):
@@ -100,6 +106,13 @@ def pack_w2(w2: np.ndarray, blocks: list[int]) -> np.ndarray:
     return g.reshape(g.shape[0], 16, 2, dout // 16, 16).transpose(0, 3, 1, 4, 2).reshape(-1)
 
 
+def impl_note(path: AmxPath | None, reason: str | None, params: dict) -> str:
+    """fff-c-opt's impl words for this path: from which batch it runs and how, or why it does not."""
+    if path and params["amx"]:
+        return f"; from B={MIN_ROWS}: {path.describe()}"
+    return f"; AMX path not taken: {reason or 'slower here at tuning'}"
+
+
 class AmxPath:
     """The packed weights, the plan and the per-batch scratch of the AMX path of one kernel."""
 
@@ -116,6 +129,10 @@ class AmxPath:
 
     def set(self, group: int, chunk: int, prefetch: int) -> None:
         self.plan.group, self.plan.chunk, self.plan.pf = int(group), int(chunk), int(prefetch)
+
+    def serves(self, params: dict, n: int) -> bool:
+        """Whether a batch of n rows takes this path under fff-c-opt's parameters (32-bit row indices)."""
+        return bool(params["amx"]) and n >= MIN_ROWS and n * self.layer.levels < 2 ** 31
 
     def describe(self) -> str:
         p = self.plan

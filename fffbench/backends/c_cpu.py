@@ -203,18 +203,13 @@ WALK_STACK = 64
 #: levels per pass over x, pfd: prefetch distance in tiles, nt: streaming stores of y, unit: rows per
 #: phase-2 work unit, 0 a whole subtree: how many threads may share a subtree; dyn: units handed out
 #: one at a time; bagc: the bag of each group of rows as its walk ends (-1), or of the whole tile after
-#: its walk, bagc columns at a time (0: all); xpf: phase 2 prefetches the x rows of the tile after the current
-#: one, across subtree units (claimed one ahead), spread over the tile's walk and bag; p1g: phase 1 walks
-#: groups of p1g consecutive rows level by level instead of node-major tiles, phase 1's pfd then counting
-#: groups)
-#: and walk (group: rows walked together, pf: 2 prefetch both children, mt_rows:
-#: rows from which the walk uses every thread); min_rows: rows per subtree below which it walks;
-#: bf16 on an AMX CPU (_amx.py): amx, the AMX path from AMX_ROWS rows, with agroup rows per phase-1
-#: group, chunk rows at most per phase-2 unit and amxpf its option bits
+#: its walk, bagc columns at a time (0: all); xpf: phase 2 prefetches the next tile's x rows across
+#: units (claimed one ahead), over the tile's walk and bag; p1g: phase 1 walks groups of p1g rows level
+#: by level instead of node-major tiles, pfd then counting groups) and walk (group: rows walked
+#: together, pf: 2 prefetch both children, mt_rows: rows from which the walk uses every thread);
+#: min_rows: rows per subtree below which it walks; the AMX path's (bf16): _amx.DEFAULTS
 DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 1, "unit": 0, "dyn": 1, "bagc": -1, "xpf": 0, "p1g": 0, "group": 4, "pf": 2, "mt_rows": 16,
-            "min_rows": 16, "amx": 0, "agroup": 256, "chunk": 256, "amxpf": 1}
-#: batches from which a bf16 kernel may take the AMX path (fff_amx_bucket), when tuning chose it
-AMX_ROWS = 1024
+            "min_rows": 16} | _amx.DEFAULTS
 #: the search space (S: top_level_space)
 SPACE = {"R": [64, 128, 256], "blk": [1, 2, 3], "pfd": [0, 1, 2], "nt": [0, 1], "unit": [0, 128, 512],
          "dyn": [0, 1], "bagc": [-1, 0, 256], "xpf": [0, 1], "p1g": [0, 4, 6]}
@@ -247,8 +242,7 @@ class OptKernel(CKernel):
             ("fp32 avx512f" if "avx512f" in isa else "fp32 avx2" if "avx2" in isa else "fp32 generic")
         p = self.params
         if bf16:
-            path += (f"; from B={AMX_ROWS}: {self._amx.describe()}" if p["amx"] else
-                     f"; AMX path not taken: {self.amx_reason or 'slower here at tuning'}")
+            path += _amx.impl_note(self._amx, self.amx_reason, p)
         self.impl += (f"; {path}; bucket S={p['S']} tile={p['R']} block={p['blk']} prefetch={p['pfd']} "
                       f"stream={p['nt']} unit={p['unit']} dynamic={p['dyn']} bag columns={p['bagc']} lookahead={p['xpf']} phase-1 groups={p['p1g']}; walk group={p['group']} threads from B={p['mt_rows']}; "
                       f"{note}; call overhead {self.call_us:.2f} us")
@@ -256,10 +250,9 @@ class OptKernel(CKernel):
     # -- parameters and buffers
     def _apply(self, params: dict) -> None:
         self.params = p = self.params | params
-        nt_ok = self.layer.dout % 16 == 0
         for k in ("group", "pf", "mt_rows", "S", "R", "blk", "pfd", "unit", "dyn", "bagc", "xpf", "p1g"):
             setattr(self.plan, k, int(p[k]))
-        self.plan.nt = int(bool(p["nt"]) and nt_ok)
+        self.plan.nt = int(bool(p["nt"]) and self.layer.dout % 16 == 0)
         if self._amx:
             self._amx.set(p["agroup"], p["chunk"], p["amxpf"])
         self._buffers.clear()
@@ -269,7 +262,7 @@ class OptKernel(CKernel):
         return self.layer.trees == 1 and self.layer.depth > S and n >= self.params["min_rows"] << S
 
     def amx_for(self, n: int) -> bool:
-        return bool(self._amx and self.params["amx"] and n >= AMX_ROWS and n * self.layer.levels < 2 ** 31)
+        return bool(self._amx and self._amx.serves(self.params, n))
 
     def _scratch_for(self, n: int):
         P = self.layer.trees * self.layer.levels
@@ -376,8 +369,7 @@ class OptKernel(CKernel):
             found, _ = coordinate_search(space, {k: best[k] for k in space}, measure)
             best |= found
         if self._amx:  # the AMX path and its parameters against the best of the vdpbf16ps path
-            amx_space = {"amx": [0, 1], "agroup": _amx.GROUPS, "chunk": _amx.CHUNKS, "amxpf": _amx.PREFETCH}
-            found, _ = coordinate_search(amx_space, {k: best[k] for k in amx_space} | {"amx": 1},
+            found, _ = coordinate_search(_amx.SPACE, {k: best[k] for k in _amx.SPACE} | {"amx": 1},
                                          lambda q: measure(best | q))
             best |= found
         self._apply(best)
