@@ -234,26 +234,29 @@ static void block_bag(const amx_ctx *c, long sub, const int32_t *rows, int n, co
         _tile_stored(t0, cb[t0], 64);                                                                  \
         _tile_stored(t1, cb[t1], 64);                                                                  \
     } while (0)
-        long cc = 0;
-        for (; cc + 4 <= dout / 16; cc += 4) {
+        /* pairs of output tiles (32 columns) alternate between tiles 0-1 and 2-3, so that one pair's
+         * products run while the previous pair is stored, converted and streamed */
+        const long np = dout / 32;
+        for (long q = 0; q < np; q += 2) {
             tick(pf);
             _tile_zero(0);
             _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            BAG_PRODUCTS(0, 1, cc);
-            BAG_PRODUCTS(2, 3, cc + 2);
+            BAG_PRODUCTS(0, 1, 2 * q);
+            if (q > 0) {
+                BAG_STORES(2, 3);
+                stream_pair(yrow, nr, (q - 1) * 32, cb[2], cb[3]);
+            }
+            if (q + 1 < np) {
+                _tile_zero(2);
+                _tile_zero(3);
+                BAG_PRODUCTS(2, 3, 2 * (q + 1));
+            }
             BAG_STORES(0, 1);
-            BAG_STORES(2, 3);
-            stream_pair(yrow, nr, cc * 16, cb[0], cb[1]);
-            stream_pair(yrow, nr, cc * 16 + 32, cb[2], cb[3]);
+            stream_pair(yrow, nr, q * 32, cb[0], cb[1]);
         }
-        for (; cc < dout / 16; cc += 2) { /* dout % 64 == 32 */
-            _tile_zero(0);
-            _tile_zero(1);
-            BAG_PRODUCTS(0, 1, cc);
-            BAG_STORES(0, 1);
-            stream_pair(yrow, nr, cc * 16, cb[0], cb[1]);
+        if (np % 2 == 0) {
+            BAG_STORES(2, 3);
+            stream_pair(yrow, nr, (np - 1) * 32, cb[2], cb[3]);
         }
 #undef BAG_PRODUCTS
 #undef BAG_STORES
