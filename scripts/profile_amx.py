@@ -1,7 +1,7 @@
 """Where fff-c-opt's AMX path spends its time: the C library built with -DFFFC_AMX_PROFILE (in a
 separate cache directory), one kernel at 1x11 d = 768 bf16, time stamps per part and thread.
 
-    python scripts/profile_amx.py [--batch 16384] [--chunk 512] [--prefetch 2] [--calls 30]
+    python scripts/profile_amx.py [--batch 16384] [--group 256] [--chunk 512] [--prefetch 2] [--calls 30] [--cold]
 
 Parts: block 0 (tile products straight from x), logits (later blocks' tile products), walk (the
 scalar steps through a block), bag (activations, output tiles, y stores), regather (staged rows
@@ -26,6 +26,7 @@ PARTS = ["block 0", "logits", "walk", "bag", "regather", "gather", "sort"]
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16384)
+    ap.add_argument("--group", type=int, default=256)
     ap.add_argument("--chunk", type=int, default=512)
     ap.add_argument("--prefetch", type=int, default=2)
     ap.add_argument("--calls", type=int, default=30)
@@ -44,7 +45,7 @@ def main() -> int:
         w = layer.init_weights(seed=0)
         with pinned_threads(2):
             k = c_cpu.build_fff_opt(layer, w, device="cpu", dtype="bfloat16", threads=2,
-                                    params={"amx": 1, "chunk": a.chunk, "amxpf": a.prefetch})
+                                    params={"amx": 1, "agroup": a.group, "chunk": a.chunk, "amxpf": a.prefetch})
             lib = _cbuild.load().lib
             x = k.prepare(fb.make_input("gaussian", a.batch, 768, seed=0))
             out = (ctypes.c_uint64 * (8 * len(PARTS)))()
