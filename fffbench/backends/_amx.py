@@ -15,7 +15,7 @@ import ctypes
 import numpy as np
 
 from fffbench.backends import _cbuild
-from fffbench.backends._cpu import zeros_resident
+from fffbench.backends._cpu import resident, zeros_resident
 
 MAX_BLOCKS = 4  # AMX_MAXB in fffc_amx.c
 #: tuned: rows per phase-1 group (consecutive rows through every block but the last; the group's x
@@ -118,8 +118,8 @@ class AmxPath:
 
     def __init__(self, layer, w1, b1, w2, threads: int, group: int = 256, chunk: int = 256):
         self.blocks = blocks_for(layer.levels)
-        self.w1p = _resident(pack_w1(w1, self.blocks))
-        self.w2p = _resident(pack_w2(w2, self.blocks))
+        self.w1p = resident(pack_w1(w1, self.blocks))
+        self.w2p = resident(pack_w2(w2, self.blocks))
         self.b1, self.threads, self.layer = b1, threads, layer
         bl = (ctypes.c_int * MAX_BLOCKS)(*self.blocks)
         self.plan = AmxPlan(layer.width, layer.dout, layer.depth, b1.ctypes.data, self.w1p.ctypes.data,
@@ -157,8 +157,3 @@ class AmxPath:
             raise RuntimeError("fff_amx_bucket: " + ("no AMX in this build" if rc == -1 else
                                                      "batch x levels beyond 32-bit indices"))
 
-
-def _resident(a: np.ndarray) -> np.ndarray:
-    out = zeros_resident(a.shape, a.dtype)
-    out[...] = a
-    return out
