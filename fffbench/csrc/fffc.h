@@ -257,6 +257,34 @@ static inline void pfq_step(pfq_t *q, size_t lines) {
     }
 }
 
+/* The counting sort of both bucketed schedules (as MoE kernels sort tokens by expert): rows 0 .. B-1
+ * by key nid[r * L + at] - base in 0 .. T-1, into perm; start[0 .. T] the buckets' bounds, start[T + 1
+ * .. 2T] the fill cursors, from start + 2T + 1 the units (first, rows, bucket), at most U rows of one
+ * bucket each. Returns the number of units; start needs 2T + 1 + 3 (T + B / U + 2) longs. */
+static inline long fffc_sort_units(const int32_t *nid, long L, long at, long base, long B, long T, long U,
+                                   int32_t *perm, long *start) {
+    long *fill = start + T + 1, *units = start + 2 * T + 1, nunits = 0;
+    for (long t = 0; t <= T; t++) start[t] = 0;
+    for (long r = 0; r < B; r++) start[nid[r * L + at] - base + 1]++;
+    for (long t = 0; t < T; t++) start[t + 1] += start[t];
+    memcpy(fill, start, sizeof(long) * (size_t)T);
+    for (long r = 0; r < B; r++) perm[fill[nid[r * L + at] - base]++] = (int32_t)r;
+    for (long t = 0; t < T; t++)
+        for (long i = start[t]; i < start[t + 1]; i += U) {
+            units[3 * nunits] = i, units[3 * nunits + 1] = start[t + 1] - i < U ? start[t + 1] - i : U;
+            units[3 * nunits + 2] = t, nunits++;
+        }
+    return nunits;
+}
+
+/* Orders a thread's streaming (non-temporal) stores before what follows: each thread that streamed
+ * output issues it before its parallel region ends, so the caller reads y complete. */
+FFFC_INLINE void fffc_sfence(void) {
+#if defined(__SSE__)
+    _mm_sfence();
+#endif
+}
+
 static inline int fffc_threads(int n) {
 #ifdef _OPENMP
     return n > 0 ? n : omp_get_max_threads();

@@ -337,8 +337,7 @@ static amx_share thread_on(char *stage, size_t stage_bytes, int32_t *work, size_
     return (amx_share){stage + stage_bytes * (size_t)id, work + work_ints * (size_t)id};
 }
 
-/* The number of last-block subtrees and the units' bound for B rows (sizes of `start` in longs:
- * 2T + 1 + 3 (T + B / chunk + 2)). */
+/* The number of last-block subtrees (`start` holds 2T + 1 + 3 (T + B / chunk + 2) longs: fffc_sort_units). */
 static long amx_subtrees(const fffc_amx_plan *p) {
     long lev = 0;
     for (int b = 0; b < p->nb - 1; b++) lev += p->bl[b];
@@ -385,17 +384,7 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
     }
     /* counting sort by the last block's subtree, then units of at most `chunk` rows of one subtree */
     PROF_T(ts);
-    long *fill = start + T + 1, *units = start + 2 * T + 1, nunits = 0;
-    for (long t = 0; t <= T; t++) start[t] = 0;
-    for (long r = 0; r < B; r++) start[nid[r * L + lbl] + 1]++;
-    for (long t = 0; t < T; t++) start[t + 1] += start[t];
-    memcpy(fill, start, sizeof(long) * T);
-    for (long r = 0; r < B; r++) perm[fill[nid[r * L + lbl]]++] = (int32_t)r;
-    for (long t = 0; t < T; t++)
-        for (long i = start[t]; i < start[t + 1]; i += chunk) {
-            units[3 * nunits] = i, units[3 * nunits + 1] = start[t + 1] - i < chunk ? start[t + 1] - i : chunk;
-            units[3 * nunits + 2] = t, nunits++;
-        }
+    long *units = start + 2 * T + 1, nunits = fffc_sort_units(nid, L, lbl, 0, B, T, chunk, perm, start);
     PROF_ADD(P_SORT, ts);
     /* phase 2: units handed out one at a time, each claimed one ahead so that its x rows and the
      * subtree's packed weights stream in during the unit before it */
@@ -437,9 +426,9 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
             u = un;
             un = u < nunits ? __atomic_fetch_add(&next_unit, 1, __ATOMIC_RELAXED) : nunits;
         }
+        fffc_sfence();
         _tile_release();
     }
-    _mm_sfence();
     return 0;
 }
 

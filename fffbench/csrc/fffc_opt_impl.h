@@ -136,8 +136,12 @@ static void SFX(walk_all)(const fffc_plan *p, const void *x, void *y, long B, in
         for (long r0 = 0; r0 < B; r0 += G) SFX(walk_group)(p, x, y, r0, (int)(B - r0 < G ? B - r0 : G), nid, act);
         return;
     }
-#pragma omp parallel for schedule(static) num_threads(nth)
-    for (long r0 = 0; r0 < B; r0 += G) SFX(walk_group)(p, x, y, r0, (int)(B - r0 < G ? B - r0 : G), nid, act);
+#pragma omp parallel num_threads(nth)
+    {
+#pragma omp for schedule(static) nowait
+        for (long r0 = 0; r0 < B; r0 += G) SFX(walk_group)(p, x, y, r0, (int)(B - r0 < G ? B - r0 : G), nid, act);
+        fffc_sfence();
+    }
 }
 
 /* The embedding bag for a group of G <= BAG_ROWS rows, y_g = sum_l act_g[l] W2[nid_g[l]], over
@@ -427,19 +431,9 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
                            pfd ? &q : NULL, NULL);
         }
     }
-    /* counting sort of the rows by subtree (start[T + 1 ..] the fill cursors), then the units */
-    long *fill = start + T + 1, *units = start + 2 * T + 1, nunits = 0;
-    for (long t = 0; t <= T; t++) start[t] = 0;
-    for (long r = 0; r < B; r++) start[nid[r * L + S] - (T - 1) + 1]++;
-    for (long t = 0; t < T; t++) start[t + 1] += start[t];
-    memcpy(fill, start, sizeof(long) * T);
-    for (long r = 0; r < B; r++) perm[fill[nid[r * L + S] - (T - 1)]++] = (int32_t)r;
+    /* counting sort of the rows by subtree (nid at level S holds the subtree's root), then the units */
     long U = p->unit > 0 ? (p->unit < R ? R : p->unit) : B;
-    for (long t = 0; t < T; t++)
-        for (long i = start[t]; i < start[t + 1]; i += U) {
-            units[3 * nunits] = i, units[3 * nunits + 1] = start[t + 1] - i < U ? start[t + 1] - i : U;
-            units[3 * nunits + 2] = t, nunits++;
-        }
+    long *units = start + 2 * T + 1, nunits = fffc_sort_units(nid, L, S, T - 1, B, T, U, perm, start);
     /* phase 2: units in order, each in tiles of R rows; walk the subtree node-major, then the bag */
 #pragma omp parallel num_threads(nth)
     {
@@ -494,6 +488,7 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
                 u = p->dyn ? grab(&next2) : u + 1;
         }
 #undef UNIT_OK
+        fffc_sfence();
     }
 }
 
