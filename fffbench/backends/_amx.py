@@ -106,11 +106,17 @@ def pack_w2(w2: np.ndarray, blocks: list[int]) -> np.ndarray:
     return g.reshape(g.shape[0], 16, 2, dout // 16, 16).transpose(0, 3, 1, 4, 2).reshape(-1)
 
 
+def path_for(layer, weights, bf16: bool, threads: int) -> tuple[AmxPath | None, str | None]:
+    """(the AMX path of a kernel with these packed weights (w1, b1, w2), None) or (None, why not)."""
+    reason = unsupported(layer, "bfloat16" if bf16 else "float32")
+    return (None, reason) if reason else (AmxPath(layer, *weights, threads), None)
+
+
 def impl_note(path: AmxPath | None, reason: str | None, params: dict) -> str:
     """fff-c-opt's impl words for this path: from which batch it runs and how, or why it does not."""
     if path and params["amx"]:
         return f"; from B={MIN_ROWS}: {path.describe()}"
-    return f"; AMX path not taken: {reason or 'slower here at tuning'}"
+    return f"; AMX path not taken: {reason}"
 
 
 class AmxPath:

@@ -203,11 +203,11 @@ WALK_STACK = 64
 #: levels per pass over x, pfd: prefetch distance in tiles, nt: streaming stores of y, unit: rows per
 #: phase-2 work unit, 0 a whole subtree: how many threads may share a subtree; dyn: units handed out
 #: one at a time; bagc: the bag of each group of rows as its walk ends (-1), or of the whole tile after
-#: its walk, bagc columns at a time (0: all); xpf: phase 2 prefetches the next tile's x rows across
-#: units (claimed one ahead), over the tile's walk and bag; p1g: phase 1 walks groups of p1g rows level
-#: by level instead of node-major tiles, pfd then counting groups) and walk (group: rows walked
-#: together, pf: 2 prefetch both children, mt_rows: rows from which the walk uses every thread);
-#: min_rows: rows per subtree below which it walks; the AMX path's (bf16): _amx.DEFAULTS
+#: its walk, bagc columns at a time (0: all); xpf: phase 2 prefetches the next tile's x rows across units
+#: (claimed one ahead), over the tile's walk and bag; p1g: phase 1 walks groups of p1g rows level by level
+#: instead of node-major tiles, pfd then counting groups) and walk (group: rows walked together, pf: 2
+#: prefetch both children, mt_rows: rows from which the walk uses every thread); min_rows: rows per
+#: subtree below which it walks; the AMX path's (bf16): _amx.DEFAULTS
 DEFAULTS = {"S": None, "R": 128, "blk": 2, "pfd": 0, "nt": 1, "unit": 0, "dyn": 1, "bagc": -1, "xpf": 0, "p1g": 0, "group": 4, "pf": 2, "mt_rows": 16,
             "min_rows": 16} | _amx.DEFAULTS
 #: the search space (S: top_level_space)
@@ -232,17 +232,17 @@ class OptKernel(CKernel):
         self._small_y: dict[int, np.ndarray] = {}
         self._small_ok = layer.trees * layer.levels <= WALK_STACK
         self.params = dict(DEFAULTS, S=min(choose_top_levels(layer.depth, layer.width, layer.dout), layer.depth))
-        self.amx_reason = _amx.unsupported(layer, "bfloat16" if bf16 else "float32")
-        self._amx = None if self.amx_reason else _amx.AmxPath(layer, w1, b1, w2, max(1, threads))
+        self._amx, self.amx_reason = _amx.path_for(layer, weights, bf16, max(1, threads))
         super().__init__(None, layer.dout, threads, scratch=self._scratch_for, bf16=bf16, uses_blas=False)
         note = self._tune(params)
+        if self._amx and not self.params["amx"]:  # its packed weights are not kept where it is not taken
+            self._amx, self.amx_reason = None, "not in the given parameters" if params else "slower here at tuning"
         self.call_us = self._call_overhead()
         isa = _cbuild.load().isa
         path = ("bf16 dots avx512bf16" if lib.fffc_bf16_native() else "bf16 widened to fp32") if bf16 else \
             ("fp32 avx512f" if "avx512f" in isa else "fp32 avx2" if "avx2" in isa else "fp32 generic")
         p = self.params
-        if bf16:
-            path += _amx.impl_note(self._amx, self.amx_reason, p)
+        path += _amx.impl_note(self._amx, self.amx_reason, p) if bf16 else ""
         self.impl += (f"; {path}; bucket S={p['S']} tile={p['R']} block={p['blk']} prefetch={p['pfd']} "
                       f"stream={p['nt']} unit={p['unit']} dynamic={p['dyn']} bag columns={p['bagc']} lookahead={p['xpf']} phase-1 groups={p['p1g']}; walk group={p['group']} threads from B={p['mt_rows']}; "
                       f"{note}; call overhead {self.call_us:.2f} us")
