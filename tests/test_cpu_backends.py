@@ -288,3 +288,28 @@ def test_cpu_copy_ceiling_is_the_faster_copy():
     c = cpu_ceilings(1, copy_mib=8, gemm_n=64)
     assert c["copy_gbps_stream"] > 0 and c["copy_gbps_torch"] > 0
     assert c["copy_gbps"] == max(c["copy_gbps_torch"], c["copy_gbps_stream"])
+
+
+@pytest.mark.skipif(not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")), reason="no C compiler")
+def test_profiling_build_times_the_bucketed_schedule(tmp_path, monkeypatch):
+    """scripts/profile_cpu.py's build (-DFFFC_PROFILE) compiles, computes the same output, and
+    fffc_profile hands back each phase's time stamps once (then zero: it resets them)."""
+    import ctypes
+
+    from fffbench.backends import c_cpu
+
+    monkeypatch.setenv("FFFBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", f"{os.environ.get('CC') or shutil.which('cc') or shutil.which('gcc')} -DFFFC_PROFILE")
+    layer = fb.FFF(width=64, depth=5)
+    w = layer.init_weights(seed=1)
+    x = fb.make_input("gaussian", 2048, 64, seed=2)
+    k = c_cpu.build_fff_opt(layer, w, device="cpu", dtype="float32", threads=2, params={"S": 2, "min_rows": 1})
+    lib = _cbuild.load().lib
+    out = (ctypes.c_uint64 * 64)()
+    lib.fffc_profile(out)
+    _check(k(x), layer, w, x)
+    lib.fffc_profile(out)
+    phase1, phase2, bag = out[0], out[1], out[2]  # thread 0: Q_PHASE1, Q_PHASE2, Q_BAG in fffc_opt.c
+    assert phase1 > 0 and phase2 >= bag > 0
+    lib.fffc_profile(out)
+    assert not any(out)

@@ -19,6 +19,24 @@
 
 #define FFFC_INLINE static inline __attribute__((always_inline))
 
+/* Built with -DFFFC_PROFILE (scripts/profile_cpu.py): time stamps per part of a kernel and thread,
+ * summed into fffc_prof_ and read (and reset) by fffc_profile; how notes/cpu-kernels.md breaks the
+ * kernels' time down. Each kernel numbers its own parts (at most 8). Otherwise nothing. */
+#ifdef FFFC_PROFILE
+#include <x86intrin.h>
+extern uint64_t fffc_prof_[8][8];
+#ifdef _OPENMP
+#define FFFC_PROF_THREAD (omp_get_thread_num() & 7)
+#else
+#define FFFC_PROF_THREAD 0
+#endif
+#define PROF_T(v) uint64_t v = __rdtsc()
+#define PROF_ADD(part, t) (fffc_prof_[FFFC_PROF_THREAD][part] += __rdtsc() - (t), t = __rdtsc())
+#else
+#define PROF_T(v)
+#define PROF_ADD(part, t)
+#endif
+
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));

@@ -63,23 +63,8 @@ int fffc_amx_init(void) {
 
 #if FFFC_AMX
 
-/* Built with -DFFFC_AMX_PROFILE: time stamps per part and thread, read (and reset) by
- * fffc_amx_profile; how notes/cpu-kernels.md breaks the kernel's time down. Otherwise nothing. */
-enum { P_BLK0, P_LOGITS, P_WALK, P_BAG, P_REGATHER, P_GATHER, P_SORT, P_PARTS };
-#ifdef FFFC_AMX_PROFILE
-#include <x86intrin.h>
-static uint64_t prof_[8][P_PARTS];
-#define PROF_T(v) uint64_t v = __rdtsc()
-#define PROF_ADD(part, t) (prof_[omp_get_thread_num() & 7][part] += __rdtsc() - (t), t = __rdtsc())
-uint64_t fffc_tsc(void) { return __rdtsc(); }
-void fffc_amx_profile(uint64_t *out) {
-    memcpy(out, prof_, sizeof prof_);
-    memset(prof_, 0, sizeof prof_);
-}
-#else
-#define PROF_T(v)
-#define PROF_ADD(part, t)
-#endif
+/* the parts a -DFFFC_PROFILE build times (fffc.h; scripts/profile_cpu.py names them) */
+enum { P_BLK0, P_LOGITS, P_WALK, P_BAG, P_REGATHER, P_GATHER, P_SORT };
 
 typedef struct {
     uint8_t palette, start;

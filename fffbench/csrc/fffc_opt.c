@@ -147,6 +147,10 @@ static inline long grab(long *next) { return __atomic_fetch_add(next, 1, __ATOMI
 
 /* The kernels proper, instantiated once per storage type so that the element type is a constant
  * inside OpenMP's outlined regions. */
+/* the parts of fff_opt_bucket a -DFFFC_PROFILE build times (fffc.h; scripts/profile_cpu.py names
+ * them): phase 1, phase 2 whole, the bag within phase 2, the sort */
+enum { Q_PHASE1, Q_PHASE2, Q_BAG, Q_SORT };
+
 #define BF 0
 #define SFX(name) name##_f32
 #include "fffc_opt_impl.h"

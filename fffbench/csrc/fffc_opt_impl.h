@@ -325,7 +325,9 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
                             yr[g] = (char *)bag->y + (size_t)r * bag->dout * es;
                             fffc_gelu_row(act + (size_t)r * L, L);
                         }
+                        PROF_T(tb);
                         SFX(gbag)(Gb, bag->dout, 0, bag->dout, bag->w2, ni, ac, (int)L, yr, bag->nt);
+                        PROF_ADD(Q_BAG, tb);
                     }
             }
             /* stable partition of the group's rows by the node they reach below the block */
@@ -346,7 +348,11 @@ static void SFX(tile_walk)(const void *x, long d, const void *w1, const float *b
             nseg = nseg2;
         }
     }
-    if (bag && bag->cols >= 0) SFX(tile_bag)(bag, rows, R, nid, act, L, bagq ? q : NULL, per_group);
+    if (bag && bag->cols >= 0) {
+        PROF_T(tb);
+        SFX(tile_bag)(bag, rows, R, nid, act, L, bagq ? q : NULL, per_group);
+        PROF_ADD(Q_BAG, tb);
+    }
 }
 
 /* Phase 1 for rows r0 .. r0+n-1 by groups of p->p1g consecutive rows walked together level by level
@@ -414,6 +420,7 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
         int32_t *rows = wk, *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4,
                 *sn2 = wk + 5 * R + 6;
         int32_t *leaf = wk + 6 * R + 8;
+        PROF_T(tp);
         long t, t1 = ntiles * (id + 1) / nth;
         for (t = p->dyn ? grab(&next1) : ntiles * id / nth; t < (p->dyn ? ntiles : t1);
              t = p->dyn ? grab(&next1) : t + 1) {
@@ -430,10 +437,13 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
             SFX(tile_walk)(x, d, w1, b1, rows, n, 0, 0, S - 1, nid, act, L, tmp, sg, sn, sg2, sn2, leaf, blk,
                            pfd ? &q : NULL, NULL);
         }
+        PROF_ADD(Q_PHASE1, tp);
     }
+    PROF_T(ts);
     /* counting sort of the rows by subtree (nid at level S holds the subtree's root), then the units */
     long U = p->unit > 0 ? (p->unit < R ? R : p->unit) : B;
     long *units = start + 2 * T + 1, nunits = fffc_sort_units(nid, L, S, T - 1, B, T, U, perm, start);
+    PROF_ADD(Q_SORT, ts);
     /* phase 2: units in order, each in tiles of R rows; walk the subtree node-major, then the bag */
 #pragma omp parallel num_threads(nth)
     {
@@ -445,6 +455,7 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
         int32_t *tmp = wk + R, *sg = wk + 2 * R, *sn = wk + 3 * R + 2, *sg2 = wk + 4 * R + 4, *sn2 = wk + 5 * R + 6;
         int32_t *leaf = wk + 6 * R + 8;
         bag_t bag = {p->w2, y, p->dout, p->nt, p->bagc, p->xpf};
+        PROF_T(tp);
         /* static: the units whose first row falls in the thread's share of the rows */
         long u = 0, lo = B * id / nth, hi = B * (id + 1) / nth;
         if (!p->dyn)
@@ -489,6 +500,7 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
         }
 #undef UNIT_OK
         fffc_sfence();
+        PROF_ADD(Q_PHASE2, tp);
     }
 }
 

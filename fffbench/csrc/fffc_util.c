@@ -38,6 +38,15 @@ void fffc_copy(void *dst, const void *src, long n, int nthreads) {
     }
 }
 
+#ifdef FFFC_PROFILE
+uint64_t fffc_prof_[8][8];
+uint64_t fffc_tsc(void) { return __rdtsc(); }
+void fffc_profile(uint64_t *out /* 8 threads x 8 parts */) {
+    memcpy(out, fffc_prof_, sizeof fffc_prof_);
+    memset(fffc_prof_, 0, sizeof fffc_prof_);
+}
+#endif
+
 /* The instruction sets this build was compiled for (-march=native on the build machine): bit 0
  * AVX2+FMA, 1 AVX-512F, 2 AVX512-BF16 (native bf16 dots), 3 AMX tiles (used by MKL's bf16 GEMM). */
 int fffc_isa(void) {
