@@ -313,3 +313,17 @@ def test_profiling_build_times_the_bucketed_schedule(tmp_path, monkeypatch):
     assert phase1 > 0 and phase2 >= bag > 0
     lib.fffc_profile(out)
     assert not any(out)
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler")
+def test_membench_compiles(tmp_path):
+    """scripts/membench.c (the per-core memory paths behind notes/cpu-kernels.md's time model)
+    builds for AVX-512 on any x86 compiler, whatever the CPU it runs on."""
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    src = os.path.join(os.path.dirname(__file__), "..", "scripts", "membench.c")
+    r = subprocess.run([cc, "-O2", "-mavx512f", "-fopenmp", "-Wall", "-Werror", src, "-o", str(tmp_path / "mb")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "mb").exists()
