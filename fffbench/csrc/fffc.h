@@ -295,6 +295,10 @@ static inline long fffc_sort_units(const int32_t *nid, long L, long at, long bas
     return nunits;
 }
 
+/* the next index of a shared counter: work handed out one item at a time, so that a thread whose
+ * core a co-tenant shares does less of it instead of holding up the others */
+static inline long fffc_grab(long *next) { return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); }
+
 /* Orders a thread's streaming (non-temporal) stores before what follows: each thread that streamed
  * output issues it before its parallel region ends, so the caller reads y complete. */
 FFFC_INLINE void fffc_sfence(void) {

@@ -350,8 +350,7 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
         char *stages[AMX_MAXB];
         for (int b = 0; b < p->nb; b++) stages[b] = sh.stage + (size_t)b * (M + 64) * c.rowb;
         int32_t *ws = sh.work, *rows = ws + 4 * (size_t)M * p->nb;
-        for (long g = __atomic_fetch_add(&next_group, 1, __ATOMIC_RELAXED); g < groups;
-             g = __atomic_fetch_add(&next_group, 1, __ATOMIC_RELAXED)) {
+        for (long g = fffc_grab(&next_group); g < groups; g = fffc_grab(&next_group)) {
             long r0 = g * G;
             int n = (int)(B - r0 < G ? B - r0 : G);
             const char *xs = (const char *)x + (size_t)r0 * c.rowb;
@@ -381,8 +380,8 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
         const int b = p->nb - 1;
         amx_pf pf;
         memset(&pf, 0, sizeof pf);
-        long u = __atomic_fetch_add(&next_unit, 1, __ATOMIC_RELAXED);
-        long un = u < nunits ? __atomic_fetch_add(&next_unit, 1, __ATOMIC_RELAXED) : nunits;
+        long u = fffc_grab(&next_unit);
+        long un = u < nunits ? fffc_grab(&next_unit) : nunits;
         while (u < nunits) {
             long first = units[3 * u], sub = units[3 * u + 2];
             int n = (int)units[3 * u + 1];
@@ -409,7 +408,7 @@ int fff_amx_bucket(const fffc_amx_plan *p, const void *x, void *y, long B, int32
             block_rows(&c, b, sub, st, rows, n, child, &pf);
             pfq_step(&pf.x, pf.x.total);
             u = un;
-            un = u < nunits ? __atomic_fetch_add(&next_unit, 1, __ATOMIC_RELAXED) : nunits;
+            un = u < nunits ? fffc_grab(&next_unit) : nunits;
         }
         fffc_sfence();
         _tile_release();

@@ -142,9 +142,6 @@ FFFC_INLINE void store_yc(void *y, size_t i, vc v, int bf, int nt) {
 #endif
 }
 
-/* the next index of a shared counter (work handed out one item at a time) */
-static inline long grab(long *next) { return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); }
-
 /* the parts of fff_opt_bucket a -DFFFC_PROFILE build times (fffc.h; scripts/profile_cpu.py names
  * them): phase 1, phase 2 whole, the bag within phase 2, the sort */
 enum { Q_PHASE1, Q_PHASE2, Q_BAG, Q_SORT };

@@ -422,8 +422,8 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
         int32_t *leaf = wk + 6 * R + 8;
         PROF_T(tp);
         long t, t1 = ntiles * (id + 1) / nth;
-        for (t = p->dyn ? grab(&next1) : ntiles * id / nth; t < (p->dyn ? ntiles : t1);
-             t = p->dyn ? grab(&next1) : t + 1) {
+        for (t = p->dyn ? fffc_grab(&next1) : ntiles * id / nth; t < (p->dyn ? ntiles : t1);
+             t = p->dyn ? fffc_grab(&next1) : t + 1) {
             long r0 = t * R;
             int n = (int)(B - r0 < R ? B - r0 : R);
             if (p->p1g > 0) {
@@ -464,8 +464,8 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
         /* p->xpf: the thread claims its next unit one ahead, so that the x rows of the tile after the
          * current one are known across unit boundaries (at S = 8 a subtree has ~64 rows, less than a
          * tile: within a unit there is no next tile to prefetch) */
-        u = p->dyn ? grab(&next2) : u;
-        long un = !p->xpf ? 0 : p->dyn ? (UNIT_OK(u) ? grab(&next2) : nunits) : u + 1;
+        u = p->dyn ? fffc_grab(&next2) : u;
+        long un = !p->xpf ? 0 : p->dyn ? (UNIT_OK(u) ? fffc_grab(&next2) : nunits) : u + 1;
         while (UNIT_OK(u)) {
             long first = units[3 * u], end = first + units[3 * u + 1], sub = units[3 * u + 2];
             for (long i = first; i < end; i += R) {
@@ -494,9 +494,9 @@ static void SFX(bucket)(const fffc_plan *p, const void *x, void *y, long B, int3
                 if (on) pfq_step(&q, q.total);
             }
             if (p->xpf)
-                u = un, un = p->dyn ? (UNIT_OK(u) ? grab(&next2) : nunits) : u + 1;
+                u = un, un = p->dyn ? (UNIT_OK(u) ? fffc_grab(&next2) : nunits) : u + 1;
             else
-                u = p->dyn ? grab(&next2) : u + 1;
+                u = p->dyn ? fffc_grab(&next2) : u + 1;
         }
 #undef UNIT_OK
         fffc_sfence();
